@@ -1,0 +1,105 @@
+"""Encoder and decoder networks: images -> (z_mean, z_log_var), z -> logits."""
+
+import math
+
+import keras
+from keras import layers
+
+IMAGE_SHAPE = (28, 28, 1)
+KINDS = ("mlp", "conv")
+CONV_FILTERS = (32, 64)  # each conv layer halves the image side: 28 -> 14 -> 7
+
+
+def _check(latent_dim, kind, hidden):
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if any(not isinstance(w, int) or w < 1 for w in hidden):
+        raise ValueError(f"hidden must be a tuple of positive widths, got {hidden!r}")
+
+
+def build_encoder(latent_dim=2, kind="mlp", hidden=(512,), input_shape=IMAGE_SHAPE):
+    """Build ``q(z|x)``'s network: images to the pair ``(z_mean, z_log_var)``.
+
+    The encoder outputs ``log sigma^2`` rather than ``sigma``: it can take any
+    real value, so no constraint is needed to keep the variance positive.
+
+    Example:
+
+    >>> encoder = build_encoder(latent_dim=2)
+    >>> z_mean, z_log_var = encoder(ops.zeros((5, 28, 28, 1)))
+    >>> tuple(z_mean.shape), tuple(z_log_var.shape)
+    ((5, 2), (5, 2))
+
+    Args:
+        latent_dim: size of ``z``.
+        kind: ``"mlp"`` (flatten, dense layers) or ``"conv"`` (two strided
+            convolutions, then the dense layers).
+        hidden: widths of the hidden dense layers.
+        input_shape: image shape, channels last.
+
+    Returns:
+        A ``keras.Model`` named ``"encoder"`` with outputs ``[z_mean, z_log_var]``,
+        each (B, latent_dim).
+
+    Raises:
+        ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
+    """
+    hidden = tuple(hidden)
+    _check(latent_dim, kind, hidden)
+    images = keras.Input(shape=input_shape, name="images")
+    h = images
+    if kind == "conv":
+        for filters in CONV_FILTERS:
+            h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(h)
+    h = layers.Flatten()(h)
+    for width in hidden:
+        h = layers.Dense(width, activation="relu")(h)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def build_decoder(latent_dim=2, kind="mlp", hidden=(512,), output_shape=IMAGE_SHAPE):
+    """Build ``p(x|z)``'s network: ``z`` to Bernoulli **logits**, image-shaped.
+
+    Logits, not probabilities: the likelihood is computed from them exactly
+    (``kvae.elbo.bernoulli_log_likelihood``); ``keras.ops.sigmoid`` gives the
+    probabilities when a picture is wanted.
+
+    Args:
+        latent_dim: size of ``z``.
+        kind: ``"mlp"`` or ``"conv"`` (dense layers, then two transposed
+            convolutions that double the side twice; needs a side divisible by 4).
+        hidden: widths of the hidden dense layers, applied in reverse order so
+            that ``hidden`` mirrors the encoder's.
+        output_shape: image shape, channels last.
+
+    Returns:
+        A ``keras.Model`` named ``"decoder"`` from (B, latent_dim) to
+        (B, *output_shape) logits.
+
+    Raises:
+        ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
+    """
+    hidden = tuple(hidden)
+    _check(latent_dim, kind, hidden)
+    z = keras.Input(shape=(latent_dim,), name="z")
+    h = z
+    for width in reversed(hidden):
+        h = layers.Dense(width, activation="relu")(h)
+    if kind == "mlp":
+        h = layers.Dense(math.prod(output_shape))(h)
+        logits = layers.Reshape(output_shape, name="logits")(h)
+    else:
+        side_h, side_w, channels = output_shape
+        if side_h % 4 or side_w % 4:
+            raise ValueError(f"kind='conv' needs image sides divisible by 4, got {output_shape}")
+        start = (side_h // 4, side_w // 4, CONV_FILTERS[-1])
+        h = layers.Dense(math.prod(start), activation="relu")(h)
+        h = layers.Reshape(start)(h)
+        for filters in reversed(CONV_FILTERS):
+            h = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(h)
+        logits = layers.Conv2D(channels, 3, padding="same", name="logits")(h)
+    return keras.Model(z, logits, name="decoder")
