@@ -47,10 +47,21 @@ class LinearGaussian:
         self.data_dim, self.latent_dim = self.W.shape
 
     @classmethod
-    def random(cls, latent_dim=2, data_dim=5, noise_std=0.5, seed=0):
-        """A model with ``W`` and ``b`` drawn from N(0, 1)."""
+    def random(cls, latent_dim=2, data_dim=5, noise_std=0.5, seed=0, orthogonal=False):
+        """A model with ``W`` and ``b`` drawn from N(0, 1).
+
+        With ``orthogonal=True`` the columns of ``W`` are made orthogonal
+        (lengths kept), so ``W^T W`` is diagonal and so is the true posterior's
+        covariance: a diagonal ``q`` can then match ``p(z|x)`` exactly and term 3
+        reaches 0. Otherwise the posterior is correlated and the best diagonal
+        ``q`` leaves a positive term 3 (the mean-field gap).
+        """
         rng = np.random.default_rng(seed)
-        return cls(rng.normal(size=(data_dim, latent_dim)), rng.normal(size=data_dim), noise_std)
+        W = rng.normal(size=(data_dim, latent_dim))
+        if orthogonal:
+            q, _ = np.linalg.qr(W)
+            W = q * np.linalg.norm(W, axis=0)
+        return cls(W, rng.normal(size=data_dim), noise_std)
 
     def sample(self, n, seed=None):
         """Draw ``n`` points ``x ~ p(x)``, (n, D)."""
