@@ -1,0 +1,256 @@
+"""The figures the chapters and the command line share.
+
+Every function takes ``lang="en" | "ko"`` for its labels and returns the
+matplotlib ``Figure`` it drew on (the one holding ``ax`` when ``ax`` is given),
+so a caller can ``fig.savefig(...)`` or let Jupyter show it. Importing this
+module registers a font with Hangul (NanumGothic, shipped by
+``koreanize-matplotlib``) so Korean labels render instead of empty boxes.
+"""
+
+import koreanize_matplotlib  # noqa: F401  (sets a Hangul font as matplotlib's default)
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.collections import EllipseCollection
+from matplotlib.ticker import MaxNLocator
+
+LANGS = ("en", "ko")
+LABELS = {
+    "en": {
+        "z1": "$z_1$",
+        "z2": "$z_2$",
+        "digit": "digit",
+        "epoch": "epoch",
+        "nats": "nats per example",
+        "original": "original",
+        "reconstruction": "reconstruction",
+        "beta": r"$\beta$",
+        "reconstruction_loss": "reconstruction (distortion)",
+        "kl_loss": "KL (rate)",
+        "rate": "rate: KL (nats)",
+        "distortion": "distortion: reconstruction (nats)",
+        "sigma": r"mean encoder $\sigma$",
+        "prior_sigma": r"prior $\sigma = 1$",
+        "loss": "loss",
+        "val": "test",
+        "latent": "latent space",
+        "grid": "decoded latent grid",
+        "interp": "interpolation",
+        "prior": r"samples from $\mathcal{N}(0, I)$",
+        "tradeoff": "reconstruction and KL against beta",
+        "rd_curve": "rate-distortion curve",
+    },
+    "ko": {
+        "z1": "$z_1$",
+        "z2": "$z_2$",
+        "digit": "숫자",
+        "epoch": "에폭",
+        "nats": "예제당 nats",
+        "original": "원본",
+        "reconstruction": "재구성",
+        "beta": r"$\beta$",
+        "reconstruction_loss": "재구성 오차 (왜곡)",
+        "kl_loss": "KL (율)",
+        "rate": "율: KL (nats)",
+        "distortion": "왜곡: 재구성 오차 (nats)",
+        "sigma": r"인코더 $\sigma$ 평균",
+        "prior_sigma": r"사전 분포 $\sigma = 1$",
+        "loss": "손실",
+        "val": "테스트",
+        "latent": "잠재 공간",
+        "grid": "잠재 공간 격자 디코딩",
+        "interp": "보간",
+        "prior": r"$\mathcal{N}(0, I)$에서 뽑은 샘플",
+        "tradeoff": "베타에 따른 재구성 오차와 KL",
+        "rd_curve": "율-왜곡 곡선",
+    },
+}
+
+
+def labels(lang):
+    """The label table for ``lang``; refuses languages it has no labels for."""
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
+    return LABELS[lang]
+
+
+def _axes(ax, figsize):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def _tile(images, ncols):
+    """(N, H, W[, 1]) -> one (rows*H, ncols*W) mosaic, blank cells left at 0."""
+    images = np.asarray(images)
+    images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
+    n, h, w = images.shape
+    rows = -(-n // ncols)
+    mosaic = np.zeros((rows * h, ncols * w), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, ncols)
+        mosaic[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    return mosaic
+
+
+def image_grid(images, ncols=10, ax=None, title=None):
+    """Show images (N, 28, 28, 1) in [0, 1] as one mosaic, ``ncols`` a row."""
+    ncols = min(ncols, len(images))
+    rows = -(-len(images) // ncols)
+    fig, ax = _axes(ax, (ncols * 0.6, rows * 0.6 + 0.4))
+    ax.imshow(_tile(images, ncols), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def latent_scatter(
+    z_mean, labels_, z_log_var=None, ax=None, lang="en", title=None, max_points=2000
+):
+    """Encoded means coloured by digit; with ``z_log_var``, a 1-sigma ellipse per point.
+
+    The ellipse is the region ``q(z|x)`` puts most of its mass in: the VAE maps
+    an image to a cloud, not a point. Only the first two latent dimensions are
+    drawn.
+    """
+    text = labels(lang)
+    z_mean = np.asarray(z_mean)[:max_points, :2]
+    digits = np.asarray(labels_)[:max_points]
+    fig, ax = _axes(ax, (6, 5.5))
+    colours = plt.get_cmap("tab10")(digits % 10)
+    if z_log_var is not None:
+        sigma = np.exp(0.5 * np.asarray(z_log_var)[:max_points, :2])
+        ellipses = EllipseCollection(
+            widths=2 * sigma[:, 0],
+            heights=2 * sigma[:, 1],
+            angles=0,
+            units="xy",
+            offsets=z_mean,
+            offset_transform=ax.transData,
+            facecolors=colours,
+            edgecolors="none",
+            alpha=0.08,
+        )
+        ax.add_collection(ellipses)
+    points = ax.scatter(
+        z_mean[:, 0], z_mean[:, 1], c=digits, cmap="tab10", s=4, vmin=-0.5, vmax=9.5
+    )
+    fig.colorbar(points, ax=ax, ticks=range(10), label=text["digit"])
+    ax.set_xlabel(text["z1"])
+    ax.set_ylabel(text["z2"])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.autoscale_view()
+    ax.set_title(title or text["latent"])
+    return fig
+
+
+def latent_grid(decode, n=15, span=3.0, ax=None, lang="en", title=None):
+    """Decode an ``n x n`` grid of 2-D codes over ``[-span, span]^2``.
+
+    Args:
+        decode: callable from codes (n*n, 2) to probabilities (n*n, 28, 28, 1),
+            such as ``vae.decode``.
+    """
+    text = labels(lang)
+    values = np.linspace(-span, span, n)
+    # Row 0 of the mosaic is the top of the picture, so z2 runs from +span down.
+    z = np.array([[z1, z2] for z2 in values[::-1] for z1 in values], dtype=np.float32)
+    images = np.asarray(decode(z))
+    fig, ax = _axes(ax, (6, 6))
+    ax.imshow(_tile(images, n), cmap="gray_r", vmin=0, vmax=1, extent=(-span, span, -span, span))
+    ax.set_xlabel(text["z1"])
+    ax.set_ylabel(text["z2"])
+    ax.set_title(title or text["grid"])
+    return fig
+
+
+def reconstructions(x, x_hat, n=10, lang="en"):
+    """Originals above, their reconstructions below."""
+    text = labels(lang)
+    n = min(n, len(x))
+    fig, axes = plt.subplots(2, 1, figsize=(n * 0.6, 1.8))
+    image_grid(np.asarray(x)[:n], ncols=n, ax=axes[0], title=text["original"])
+    image_grid(np.asarray(x_hat)[:n], ncols=n, ax=axes[1], title=text["reconstruction"])
+    fig.tight_layout()
+    return fig
+
+
+def interpolation_strip(decode, z_start, z_end, steps=10, ax=None, lang="en", title=None):
+    """Decode evenly spaced points on the straight line from ``z_start`` to ``z_end``."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    z = (1 - t) * np.asarray(z_start, np.float32)[None] + t * np.asarray(z_end, np.float32)[None]
+    return image_grid(
+        np.asarray(decode(z)), ncols=steps, ax=ax, title=title or labels(lang)["interp"]
+    )
+
+
+def prior_samples(decode, latent_dim, n=64, seed=0, ax=None, lang="en", title=None):
+    """Decode ``n`` codes drawn from the prior ``N(0, I)`` (numpy, seeded)."""
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+    ncols = int(np.ceil(np.sqrt(n)))
+    return image_grid(
+        np.asarray(decode(z)), ncols=ncols, ax=ax, title=title or labels(lang)["prior"]
+    )
+
+
+def loss_curves(history, ax=None, lang="en", title=None):
+    """Each metric per epoch; ``val_`` curves dashed in the same colour."""
+    text = labels(lang)
+    history = getattr(history, "history", history)
+    fig, ax = _axes(ax, (6, 4))
+    for i, name in enumerate(k for k in history if not k.startswith("val_")):
+        colour = f"C{i}"
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], color=colour, label=text.get(name, name))
+        if f"val_{name}" in history:
+            label = f"{text.get(name, name)} ({text['val']})"
+            ax.plot(epochs, history[f"val_{name}"], "--", color=colour, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(text["epoch"])
+    ax.set_ylabel(text["nats"])
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def beta_tradeoff(betas, reconstruction, kl, lang="en"):
+    """Left: reconstruction and KL against beta. Right: the rate-distortion curve."""
+    text = labels(lang)
+    betas, reconstruction, kl = (np.asarray(a, dtype=float) for a in (betas, reconstruction, kl))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    positions = np.arange(len(betas))  # even spacing: beta = 0 has no place on a log axis
+    left.plot(positions, reconstruction, "o-", label=text["reconstruction_loss"])
+    left.set_ylabel(text["reconstruction_loss"])
+    twin = left.twinx()
+    twin.plot(positions, kl, "s-", color="C1", label=text["kl_loss"])
+    twin.set_ylabel(text["kl_loss"])
+    left.set_xticks(positions, [f"{b:g}" for b in betas])
+    left.set_xlabel(text["beta"])
+    left.set_title(text["tradeoff"])
+    left.legend(handles=left.get_lines() + twin.get_lines(), loc="upper center")
+    right.plot(kl, reconstruction, "o-", color="C2")
+    for b, r, d in zip(betas, kl, reconstruction, strict=True):
+        right.annotate(f"β={b:g}", (r, d), textcoords="offset points", xytext=(5, 5))
+    right.set_xlabel(text["rate"])
+    right.set_ylabel(text["distortion"])
+    right.set_title(text["rd_curve"])
+    fig.tight_layout()
+    return fig
+
+
+def sigma_vs_beta(betas, mean_sigma, lang="en"):
+    """The encoder's average sigma per beta, against the prior's sigma of 1."""
+    text = labels(lang)
+    betas, mean_sigma = np.asarray(betas, dtype=float), np.asarray(mean_sigma, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    positions = np.arange(len(betas))
+    ax.plot(positions, mean_sigma, "o-", label=text["sigma"])
+    ax.axhline(1.0, color="gray", linestyle=":", label=text["prior_sigma"])
+    ax.set_xticks(positions, [f"{b:g}" for b in betas])
+    ax.set_xlabel(text["beta"])
+    ax.set_ylabel(r"$\sigma$")
+    ax.set_ylim(0, 1.15)
+    ax.legend()
+    return fig
