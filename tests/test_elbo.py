@@ -126,7 +126,7 @@ def test_importance_weighted_bound_rises_with_k_above_the_elbo(mnist_test):
     """Burda et al. (2016): E[bound_k] is non-decreasing in k, and bound_1 is the ELBO."""
     x = mnist_test[0][:200]
     encoder, decoder = kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,))
-    z_mean, z_log_var = to_numpy(*encoder(x))
+    z_mean, z_log_var = (t.astype(np.float32) for t in to_numpy(*encoder(x)))
     samples = 64
     eps = np.random.default_rng(0).standard_normal((samples, *z_mean.shape))
     z = (z_mean + np.exp(0.5 * z_log_var) * eps).astype(np.float32)  # (S, B, 2)

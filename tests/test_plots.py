@@ -1,0 +1,80 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
+
+from kvae import plots  # noqa: E402
+
+HANGUL = "잠재 공간"
+
+
+def fake_decode(z):
+    """A stand-in decoder for drawing only: one bright pixel whose place follows z."""
+    z = np.asarray(z)
+    images = np.zeros((len(z), 28, 28, 1), "float32")
+    rows = np.clip(((z[:, 0] + 3) / 6 * 27).astype(int), 0, 27)
+    images[np.arange(len(z)), rows, 14, 0] = 1.0
+    return images
+
+
+def test_korean_labels_have_a_font_with_hangul_glyphs():
+    fig, ax = plt.subplots()
+    title = ax.set_title(HANGUL)
+    path = font_manager.findfont(title.get_fontproperties(), fallback_to_default=False)
+    font = FT2Font(path)
+    assert all(font.get_char_index(ord(ch)) != 0 for ch in HANGUL.replace(" ", "")), path
+    plt.close(fig)
+
+
+def test_latent_scatter_draws_one_ellipse_per_point():
+    rng = np.random.default_rng(0)
+    z_mean, z_log_var = rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) - 2
+    fig = plots.latent_scatter(z_mean, rng.integers(0, 10, 50), z_log_var, lang="ko")
+    ellipses = fig.axes[0].collections[0]
+    np.testing.assert_allclose(ellipses._widths * 2, 2 * np.exp(0.5 * z_log_var[:, 0]))
+    assert fig.axes[0].get_title() == plots.LABELS["ko"]["latent"]
+    plt.close(fig)
+
+
+def test_latent_grid_decodes_an_n_by_n_grid_with_z2_rising_upwards():
+    seen = []
+
+    def decode(z):
+        seen.append(np.asarray(z))
+        return fake_decode(z)
+
+    fig = plots.latent_grid(decode, n=5, span=2.0)
+    (z,) = seen
+    assert z.shape == (25, 2)
+    assert z[0].tolist() == [-2.0, 2.0] and z[-1].tolist() == [2.0, -2.0]
+    assert fig.axes[0].images[0].get_array().shape == (5 * 28, 5 * 28)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("lang", plots.LANGS)
+def test_every_figure_draws_in_both_languages(lang):
+    x = np.random.default_rng(0).uniform(size=(12, 28, 28, 1)).astype("float32")
+    history = {"loss": [3.0, 2.0], "val_loss": [3.5, 2.5], "kl_loss": [1.0, 1.5]}
+    figures = [
+        plots.reconstructions(x, x[::-1], n=6, lang=lang),
+        plots.interpolation_strip(fake_decode, [-3, 0], [3, 0], steps=7, lang=lang),
+        plots.prior_samples(fake_decode, latent_dim=2, n=9, lang=lang),
+        plots.loss_curves(history, lang=lang),
+        plots.beta_tradeoff([0, 1, 4], [120, 130, 180], [30, 10, 1], lang=lang),
+        plots.sigma_vs_beta([0, 1, 4], [0.05, 0.3, 0.95], lang=lang),
+    ]
+    for fig in figures:
+        assert isinstance(fig, plt.Figure) and fig.axes
+        fig.canvas.draw()
+        plt.close(fig)
+    assert len(figures[3].axes[0].lines) == 3  # loss, its test curve, kl
+
+
+def test_unknown_language_is_refused():
+    with pytest.raises(ValueError, match="lang must be one of"):
+        plots.loss_curves({"loss": [1.0]}, lang="fr")
