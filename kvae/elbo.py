@@ -13,14 +13,22 @@ The VAE maximises term 1 - term 2 (the ELBO); its loss is the negative:
 Shapes: ``x`` and ``logits`` are (B, 28, 28, 1) or any (B, ...);
 ``z_mean``, ``z_log_var`` and ``z`` are (B, latent_dim). Every function here
 returns (B,) unless it says otherwise: averaging over the batch happens once,
-in the model.
+in the model. Inputs may be NumPy arrays or tensors of the running backend;
+they are computed in Keras's float type (float32 unless configured), like the
+model's own loss.
 """
 
 import math
 
+import keras
 from keras import ops
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _tensors(*values):
+    """Backend tensors of Keras's float type, so NumPy inputs work on every backend."""
+    return [ops.convert_to_tensor(v, dtype=keras.config.floatx()) for v in values]
 
 
 def _sum_over_example(values):
@@ -43,6 +51,7 @@ def bernoulli_log_likelihood(x, logits):
     Returns:
         (B,) log-likelihood in nats.
     """
+    x, logits = _tensors(x, logits)
     return _sum_over_example(x * logits - ops.softplus(logits))
 
 
@@ -52,6 +61,7 @@ def gaussian_log_likelihood(x, mean, noise_std=1.0):
     With a fixed ``noise_std`` this is the MSE likelihood:
     ``-0.5 * ||x - mean||^2 / noise_std**2`` plus a constant.
     """
+    x, mean = _tensors(x, mean)
     squared = ops.square((x - mean) / noise_std)
     per_pixel = -0.5 * (squared + LOG_2PI) - math.log(noise_std)
     return _sum_over_example(per_pixel)
@@ -83,6 +93,7 @@ def prior_kl_per_dim(z_mean, z_log_var):
     Closed form (Kingma & Welling 2014, Appendix B):
     ``0.5 * (mu^2 + sigma^2 - 1 - log sigma^2)``. No sampling needed.
     """
+    z_mean, z_log_var = _tensors(z_mean, z_log_var)
     return 0.5 * (ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var)
 
 
@@ -97,6 +108,7 @@ def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):
     ``0.5 * sum(log var_p - log var_q + (var_q + (mean_q - mean_p)^2) / var_p - 1)``.
     ``prior_kl`` is the case ``mean_p = 0, log_var_p = 0``.
     """
+    mean_q, log_var_q, mean_p, log_var_p = _tensors(mean_q, log_var_q, mean_p, log_var_p)
     var_ratio = ops.exp(log_var_q - log_var_p)
     mean_term = ops.square(mean_q - mean_p) / ops.exp(log_var_p)
     return 0.5 * ops.sum(var_ratio + mean_term - 1.0 - (log_var_q - log_var_p), axis=-1)
@@ -104,12 +116,14 @@ def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):
 
 def diagonal_gaussian_log_density(z, mean, log_var):
     """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis."""
+    z, mean, log_var = _tensors(z, mean, log_var)
     per_dim = -0.5 * (LOG_2PI + log_var + ops.square(z - mean) / ops.exp(log_var))
     return ops.sum(per_dim, axis=-1)
 
 
 def standard_normal_log_density(z):
     """``log N(z; 0, I)`` summed over the last axis."""
+    (z,) = _tensors(z)
     return ops.sum(-0.5 * (LOG_2PI + ops.square(z)), axis=-1)
 
 
@@ -130,6 +144,7 @@ def monte_carlo_prior_kl(z, z_mean, z_log_var):
 
 def log_mean_exp(values, axis=0):
     """``log(mean(exp(values)))`` without overflow: shift by the maximum first."""
+    (values,) = _tensors(values)
     peak = ops.max(values, axis=axis, keepdims=True)
     shifted = ops.log(ops.mean(ops.exp(values - peak), axis=axis))
     return shifted + ops.squeeze(peak, axis=axis)
@@ -144,6 +159,7 @@ def importance_log_weights(x, z, z_mean, z_log_var, decoder_logits):
         z_mean, z_log_var: (B, D).
         decoder_logits: Bernoulli logits for each sample, (S, B, ...).
     """
+    x, z, decoder_logits = _tensors(x, z, decoder_logits)
     samples = ops.shape(z)[0]
     flat_logits = ops.reshape(decoder_logits, (samples * ops.shape(x)[0], -1))
     flat_x = ops.tile(ops.reshape(x, (1, ops.shape(x)[0], -1)), (samples, 1, 1))
