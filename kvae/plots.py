@@ -7,11 +7,36 @@ module registers a font with Hangul (NanumGothic, shipped by
 ``koreanize-matplotlib``) so Korean labels render instead of empty boxes.
 """
 
-import koreanize_matplotlib  # noqa: F401  (sets a Hangul font as matplotlib's default)
+import importlib.util
+import pathlib
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.collections import EllipseCollection
 from matplotlib.ticker import MaxNLocator
+
+HANGUL_FONT = "NanumGothic"
+
+
+def use_hangul_font():
+    """Make NanumGothic (shipped by koreanize-matplotlib) matplotlib's first font.
+
+    The font file is registered directly rather than by importing
+    ``koreanize_matplotlib``, whose import needs ``distutils`` (gone from
+    Python 3.12). DejaVu Sans stays behind it for glyphs NanumGothic lacks. One
+    gap remains: mathtext draws text in the first font only, so the minus sign
+    of log-axis ticks (``10^{-1}``) is missing; format such ticks with
+    ``matplotlib.ticker.FormatStrFormatter("%g")``.
+    """
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    fonts = pathlib.Path(spec.submodule_search_locations[0]) / "fonts"
+    font_manager.fontManager.addfont(str(fonts / f"{HANGUL_FONT}.ttf"))
+    plt.rcParams["font.family"] = [HANGUL_FONT, "DejaVu Sans"]
+    plt.rcParams["axes.unicode_minus"] = False
+
+
+use_hangul_font()
 
 LANGS = ("en", "ko")
 LABELS = {
