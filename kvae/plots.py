@@ -220,21 +220,31 @@ def prior_samples(decode, latent_dim, n=64, seed=0, ax=None, lang="en", title=No
 
 
 def loss_curves(history, ax=None, lang="en", title=None):
-    """Each metric per epoch; ``val_`` curves dashed in the same colour."""
+    """Each metric per epoch; ``val_`` curves dashed in the same colour.
+
+    The KL (a few nats) gets its own axis on the right: on the reconstruction's
+    scale (hundreds of nats) it would be a flat line at the bottom.
+    """
     text = labels(lang)
     history = getattr(history, "history", history)
     fig, ax = _axes(ax, (6, 4))
+    twin = ax.twinx() if "kl_loss" in history else None
     for i, name in enumerate(k for k in history if not k.startswith("val_")):
+        target = twin if name == "kl_loss" else ax
         colour = f"C{i}"
         epochs = np.arange(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], color=colour, label=text.get(name, name))
+        target.plot(epochs, history[name], color=colour, label=text.get(name, name))
         if f"val_{name}" in history:
-            label = f"{text.get(name, name)} ({text['val']})"
-            ax.plot(epochs, history[f"val_{name}"], "--", color=colour, label=label)
+            label = f"{text.get(name, name)}, {text['val']}"
+            target.plot(epochs, history[f"val_{name}"], "--", color=colour, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(text["epoch"])
     ax.set_ylabel(text["nats"])
-    ax.legend()
+    lines = ax.get_lines()
+    if twin is not None:
+        twin.set_ylabel(text["kl_loss"])
+        lines += twin.get_lines()
+    ax.legend(handles=lines, loc="upper right")
     if title:
         ax.set_title(title)
     return fig
