@@ -164,7 +164,7 @@ def latent_scatter(
     fig.colorbar(points, ax=ax, ticks=range(10), label=text["digit"])
     ax.set_xlabel(text["z1"])
     ax.set_ylabel(text["z2"])
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_aspect("equal", adjustable="box")  # "datalim" would fight later set_xlim calls
     ax.autoscale_view()
     ax.set_title(title or text["latent"])
     return fig
