@@ -16,6 +16,12 @@ from kvae.data import check_images
 from kvae.layers import Sampling
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+# Training steps run per call into the compiled function. On TensorFlow they are
+# fused into one graph loop, and on every backend the per-step Python work
+# (callbacks, reading metrics back) happens once per group: measured on a 2-core
+# CPU, about 10% more examples per second than 1 (benchmarks/). The price is a
+# progress bar and NaN check that move 16 batches at a time.
+STEPS_PER_EXECUTION = 16
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -83,6 +89,17 @@ class LatentModel(train_step_mixin(), keras.Model):
         for tracker in self.trackers:
             tracker.update_state(terms[tracker.name])
         return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    def compile(self, *args, steps_per_execution=STEPS_PER_EXECUTION, **kwargs):
+        """``keras.Model.compile``, with ``steps_per_execution`` defaulting to 16."""
+        super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); ours only adds a
+        # default, so a loaded model is compiled (with its optimizer) as saved.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, callbacks=None, **kwargs):
         """``keras.Model.fit`` after checking array inputs, stopping on a NaN loss."""

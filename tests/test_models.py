@@ -194,7 +194,7 @@ def test_nan_loss_stops_training_with_a_message(mnist_train):
     vae = make_vae()
     kernel = vae.decoder.layers[-2].kernel
     kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-    with pytest.raises(FloatingPointError, match="loss is not finite at batch 0"):
+    with pytest.raises(FloatingPointError, match=r"loss is not finite at batch \d+"):
         vae.fit(mnist_train[0][:512], epochs=3, batch_size=64, verbose=0)
 
 
