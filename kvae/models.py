@@ -20,8 +20,9 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # fused into one graph loop, and on every backend the per-step Python work
 # (callbacks, reading metrics back) happens once per group: measured on a 2-core
 # CPU, about 10% more examples per second than 1 (benchmarks/). The price is a
-# progress bar and NaN check that move 16 batches at a time.
-STEPS_PER_EXECUTION = 16
+# progress bar and NaN check that move 16 batches at a time. Keras's PyTorch
+# trainer runs one step per call only.
+STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -91,7 +92,7 @@ class LatentModel(train_step_mixin(), keras.Model):
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def compile(self, *args, steps_per_execution=STEPS_PER_EXECUTION, **kwargs):
-        """``keras.Model.compile``, with ``steps_per_execution`` defaulting to 16."""
+        """``keras.Model.compile``; ``steps_per_execution`` defaults to 16 (1 on PyTorch)."""
         super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
 
     def compile_from_config(self, config):
