@@ -1,0 +1,706 @@
+"""Training throughput, peak memory and test ELBO: kvae's ``VAE.fit`` against hand-written loops.
+
+Every contender trains the same VAE on the same data with the same optimiser:
+
+- data: ``kvae.load_mnist()``, the bundled 8,000 train / 2,000 test digits (grey levels);
+- network: MLP 784-400-20-400-784 (ReLU), Bernoulli likelihood on logits;
+- loss: reconstruction summed over pixels + closed-form KL, one sample of z, mean over the batch;
+- Adam, learning rate 1e-3, batch 128, every example seen once per epoch (the last batch is short).
+
+The contenders, one subprocess each (one process is one Keras backend):
+
+- ``kvae-jax``, ``kvae-tensorflow``, ``kvae-torch``: ``kvae.VAE.fit`` under each backend;
+- ``jax-jit``: a hand-written ``jax.jit`` step with Adam written out (the floor for JAX);
+- ``tf-function``: a hand-written ``tf.function`` step on plain ``tf.Variable`` s, Adam written out
+  (the floor for TensorFlow);
+- ``torch-loop``: a plain PyTorch loop in the style of pytorch/examples ``vae/main.py``
+  (``nn.Module``, ``torch.optim.Adam``, ``DataLoader``, ``binary_cross_entropy_with_logits``).
+
+Measured per run: seconds of the first epoch (compilation and warm-up), steady-state examples per
+second over the remaining epochs, the process's peak resident memory (``ru_maxrss`` from
+``resource.getrusage``, so it includes the framework itself), and the test-set negative ELBO after
+the last epoch (one sample of z per test digit).
+
+Seed policy: repeat ``r`` uses the seed ``seed + r`` for everything a contender draws at random
+(weights, shuffling, the noise of training and of the test estimate), through that framework's own
+generators. Frameworks draw different streams from equal seeds, so runs differ by sampling noise.
+
+Usage::
+
+    python benchmarks/train_throughput.py                      # 5 epochs, 2 repeats (CPU: minutes)
+    python benchmarks/train_throughput.py --epochs 20 --repeats 3 --output results_gpu.md
+    python benchmarks/train_throughput.py --contenders kvae-jax jax-jit --no-write
+"""
+
+import argparse
+import datetime
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+LATENT_DIM = 20
+HIDDEN = 400
+PIXELS = 784
+RESULT_TAG = "RESULT "  # the worker's one line of JSON on stdout starts with this
+
+# contender name -> (KERAS_BACKEND for its process, or None when it imports no Keras)
+CONTENDERS = {
+    "kvae-jax": "jax",
+    "kvae-tensorflow": "tensorflow",
+    "kvae-torch": "torch",
+    "jax-jit": None,
+    "tf-function": None,
+    "torch-loop": None,
+}
+LIBRARIES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch", "numpy")
+
+
+# ---------------------------------------------------------------- shared by the workers
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def batch_starts(n, batch_size):
+    return range(0, n, batch_size)
+
+
+def glorot_uniform(rng, fan_in, fan_out):
+    """Keras's default kernel initialiser, so the hand-written floors start where kvae does."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
+
+
+def init_params(seed):
+    """Weights of the 784-400-20-400-784 VAE as numpy arrays; biases start at zero."""
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "encoder_hidden": (PIXELS, HIDDEN),
+        "z_mean": (HIDDEN, LATENT_DIM),
+        "z_log_var": (HIDDEN, LATENT_DIM),
+        "decoder_hidden": (LATENT_DIM, HIDDEN),
+        "logits": (HIDDEN, PIXELS),
+    }
+    params = {}
+    for name, (fan_in, fan_out) in shapes.items():
+        params[f"{name}/kernel"] = glorot_uniform(rng, fan_in, fan_out)
+        params[f"{name}/bias"] = np.zeros(fan_out, np.float32)
+    return params
+
+
+# Adam as in Kingma & Ba (2015), Algorithm 1, with Keras's default epsilon.
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+
+
+def load_data(path):
+    with np.load(path) as arrays:
+        return arrays["x_train"], arrays["x_test"]
+
+
+# ---------------------------------------------------------------- kvae under one backend
+
+
+def run_kvae(x_train, x_test, args):
+    import keras
+
+    import kvae
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.cpu_seconds = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = (time.perf_counter(), time.process_time())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start[0])
+            self.cpu_seconds.append(time.process_time() - self.start[1])
+
+    keras.utils.set_random_seed(args.seed)
+    encoder = kvae.build_encoder(LATENT_DIM, hidden=(HIDDEN,))
+    decoder = kvae.build_decoder(LATENT_DIM, hidden=(HIDDEN,))
+    vae = kvae.VAE(encoder, decoder, seed=args.seed)
+    vae.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    timer = EpochTimer()
+    vae.fit(
+        x_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[timer],
+    )
+    logs = vae.evaluate(x_test, batch_size=args.batch_size, verbose=0, return_dict=True)
+    return timer.seconds, timer.cpu_seconds, float(logs["loss"]), keras.backend.backend()
+
+
+# ---------------------------------------------------------------- hand-written jax.jit
+
+
+def make_jax_jit(x_train, args):
+    """``(train_epoch, test_negative_elbo)`` for the hand-written JAX loop."""
+    import jax
+    import jax.numpy as jnp
+
+    def negative_elbo(params, x, key):
+        x = x.reshape((x.shape[0], -1))  # (B, 784)
+        h = jax.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
+        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
+        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
+        eps = jax.random.normal(key, z_mean.shape)
+        z = z_mean + jnp.exp(0.5 * z_log_var) * eps
+        h = jax.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
+        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
+        reconstruction = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
+        kl = 0.5 * jnp.sum(jnp.square(z_mean) + jnp.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+        return jnp.mean(reconstruction + kl)
+
+    def adam(params, gradients, state):
+        step, m, v = state
+        step = step + 1
+        t = step.astype(jnp.float32)
+        m = jax.tree.map(lambda m, g: ADAM_BETA_1 * m + (1 - ADAM_BETA_1) * g, m, gradients)
+        v = jax.tree.map(lambda v, g: ADAM_BETA_2 * v + (1 - ADAM_BETA_2) * g * g, v, gradients)
+        rate = args.learning_rate * jnp.sqrt(1 - ADAM_BETA_2**t) / (1 - ADAM_BETA_1**t)
+        params = jax.tree.map(
+            lambda p, m, v: p - rate * m / (jnp.sqrt(v) + ADAM_EPSILON), params, m, v
+        )
+        return params, (step, m, v)
+
+    # The step's noise key is derived inside the step from the step count, so the loop
+    # dispatches one computation per batch; params and Adam state are updated in place.
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, state, x, key):
+        step_key = jax.random.fold_in(key, state[0])
+        loss, gradients = jax.value_and_grad(negative_elbo)(params, x, step_key)
+        params, state = adam(params, gradients, state)
+        return params, state, loss
+
+    evaluate = jax.jit(negative_elbo)
+
+    params = {k: jnp.asarray(v) for k, v in init_params(args.seed).items()}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = (jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+    key = jax.random.key(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    def train_epoch():
+        nonlocal params, state
+        order = rng.permutation(len(x_train))
+        for first in batch_starts(len(x_train), args.batch_size):
+            batch = x_train[order[first : first + args.batch_size]]
+            params, state, loss = train_step(params, state, batch, key)
+        loss.block_until_ready()
+
+    def test_negative_elbo(x_test):
+        return float(evaluate(params, x_test, jax.random.fold_in(key, state[0] + 1)))
+
+    return train_epoch, test_negative_elbo
+
+
+# ---------------------------------------------------------------- hand-written tf.function
+
+
+def make_tf_function(x_train, args):
+    """``(train_epoch, test_negative_elbo)`` for the hand-written TensorFlow loop."""
+    import tensorflow as tf
+
+    tf.random.set_seed(args.seed)
+    noise = tf.random.Generator.from_seed(args.seed)
+    params = {k: tf.Variable(v, name=k) for k, v in init_params(args.seed).items()}
+    names = list(params)
+    m = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
+    v = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
+    step = tf.Variable(0.0)
+
+    def negative_elbo(x):
+        x = tf.reshape(x, (tf.shape(x)[0], -1))  # (B, 784)
+        h = tf.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
+        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
+        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
+        eps = noise.normal(tf.shape(z_mean))
+        z = z_mean + tf.exp(0.5 * z_log_var) * eps
+        h = tf.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
+        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
+        reconstruction = tf.reduce_sum(tf.nn.softplus(logits) - x * logits, axis=-1)
+        kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+        return tf.reduce_mean(reconstruction + kl)
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = negative_elbo(x)
+        gradients = tape.gradient(loss, [params[k] for k in names])
+        step.assign_add(1.0)
+        rate = args.learning_rate * tf.sqrt(1 - ADAM_BETA_2**step) / (1 - ADAM_BETA_1**step)
+        for k, g in zip(names, gradients, strict=True):
+            m[k].assign(ADAM_BETA_1 * m[k] + (1 - ADAM_BETA_1) * g)
+            v[k].assign(ADAM_BETA_2 * v[k] + (1 - ADAM_BETA_2) * tf.square(g))
+            params[k].assign_sub(rate * m[k] / (tf.sqrt(v[k]) + ADAM_EPSILON))
+        return loss
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(x_train)
+        .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
+        .batch(args.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+    def train_epoch():
+        for batch in dataset:
+            loss = train_step(batch)
+        loss.numpy()
+
+    def test_negative_elbo(x_test):
+        return float(tf.function(negative_elbo)(x_test))
+
+    return train_epoch, test_negative_elbo
+
+
+# ---------------------------------------------------------------- plain PyTorch loop
+
+
+def make_torch_loop(x_train, args):
+    """``(train_epoch, test_negative_elbo)`` for the plain PyTorch loop."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812 (the name every PyTorch reader knows)
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder_hidden = nn.Linear(PIXELS, HIDDEN)
+            self.to_z_mean = nn.Linear(HIDDEN, LATENT_DIM)
+            self.to_z_log_var = nn.Linear(HIDDEN, LATENT_DIM)
+            self.decoder_hidden = nn.Linear(LATENT_DIM, HIDDEN)
+            self.to_logits = nn.Linear(HIDDEN, PIXELS)
+
+        def encode(self, x):
+            h = F.relu(self.encoder_hidden(x))
+            return self.to_z_mean(h), self.to_z_log_var(h)
+
+        def reparameterize(self, z_mean, z_log_var):
+            return z_mean + torch.exp(0.5 * z_log_var) * torch.randn_like(z_mean)
+
+        def decode(self, z):
+            return self.to_logits(F.relu(self.decoder_hidden(z)))
+
+        def forward(self, x):
+            z_mean, z_log_var = self.encode(x.view(-1, PIXELS))
+            return self.decode(self.reparameterize(z_mean, z_log_var)), z_mean, z_log_var
+
+    def loss_function(logits, x, z_mean, z_log_var):
+        reconstruction = F.binary_cross_entropy_with_logits(
+            logits, x.view(-1, PIXELS), reduction="sum"
+        )
+        # Kingma & Welling 2014, Appendix B
+        kl = -0.5 * torch.sum(1 + z_log_var - z_mean.pow(2) - z_log_var.exp())
+        return reconstruction + kl  # summed over the batch, as in pytorch/examples
+
+    model = VAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(x_train)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=generator,
+    )
+
+    def train_epoch():
+        model.train()
+        for (x,) in loader:
+            x = x.to(device)
+            optimizer.zero_grad()
+            logits, z_mean, z_log_var = model(x)
+            loss = loss_function(logits, x, z_mean, z_log_var)
+            loss.backward()
+            optimizer.step()
+        loss.item()
+
+    def test_negative_elbo(x_test):
+        model.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(x_test).to(device)
+            logits, z_mean, z_log_var = model(x)
+            return loss_function(logits, x, z_mean, z_log_var).item() / len(x_test)
+
+    return train_epoch, test_negative_elbo
+
+
+# hand-written contender -> (its framework, the function that sets up its loop)
+HAND_WRITTEN = {
+    "jax-jit": ("jax", make_jax_jit),
+    "tf-function": ("tensorflow", make_tf_function),
+    "torch-loop": ("torch", make_torch_loop),
+}
+
+
+def run_hand_written(name, x_train, x_test, args):
+    backend, make = HAND_WRITTEN[name]
+    train_epoch, test_negative_elbo = make(x_train, args)
+    seconds, cpu_seconds = [], []
+    for _ in range(args.epochs):
+        start = (time.perf_counter(), time.process_time())
+        train_epoch()
+        seconds.append(time.perf_counter() - start[0])
+        cpu_seconds.append(time.process_time() - start[1])
+    return seconds, cpu_seconds, test_negative_elbo(x_test), backend
+
+
+def device_of(backend):
+    """``"cpu"`` or the accelerator the framework will compute on."""
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def worker(args):
+    """Train one contender in this process and print its measurements as one JSON line."""
+    x_train, x_test = load_data(args.data)
+    if args.worker in HAND_WRITTEN:
+        measured = run_hand_written(args.worker, x_train, x_test, args)
+    else:
+        measured = run_kvae(x_train, x_test, args)
+    seconds, cpu_seconds, test_negative_elbo, backend = measured
+    steady = seconds[1:]
+    result = {
+        "contender": args.worker,
+        "seed": args.seed,
+        "device": device_of(backend),
+        "epoch_seconds": seconds,
+        "first_epoch_s": seconds[0],
+        "examples_per_s": len(x_train) * len(steady) / sum(steady),
+        # CPU time of all the process's threads: less sensitive to other load on the machine
+        "cpu_ms_per_example": 1000 * sum(cpu_seconds[1:]) / (len(x_train) * len(steady)),
+        "peak_rss_mib": peak_rss_mb(),
+        "test_negative_elbo": test_negative_elbo,
+    }
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def prepare(path):
+    """Write the bundled train/test images once, so every contender reads identical arrays."""
+    import kvae
+
+    x_train, _ = kvae.load_mnist("train")
+    x_test, _ = kvae.load_mnist("test")
+    np.savez(path, x_train=x_train, x_test=x_test)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def run_subprocess(argv, backend):
+    env = dict(os.environ)
+    env.pop("KERAS_BACKEND", None)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def run_contender(name, seed, data, args):
+    argv = [
+        "--worker", name, "--data", str(data), "--seed", str(seed),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--learning-rate", str(args.learning_rate),
+    ]  # fmt: skip
+    done = run_subprocess(argv, CONTENDERS[name])
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"contender {name} failed (exit {done.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(RESULT_TAG) :])
+
+
+def run_all(args):
+    """Every contender once per repeat; odd repeats run them in reverse order."""
+    results = {name: [] for name in args.contenders}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "mnist.npz"
+        done = run_subprocess(["--prepare", str(data)], os.environ.get("KERAS_BACKEND", "jax"))
+        if done.returncode != 0:
+            raise RuntimeError(f"could not load the bundled MNIST:\n{done.stderr[-2000:]}")
+        for repeat in range(args.repeats):
+            order = args.contenders if repeat % 2 == 0 else args.contenders[::-1]
+            for name in order:
+                result = run_contender(name, args.seed + repeat, data, args)
+                results[name].append(result)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats} {name:16s} "
+                    f"first epoch {result['first_epoch_s']:6.2f} s, "
+                    f"{result['examples_per_s']:8.0f} examples/s, "
+                    f"peak RSS {result['peak_rss_mib']:6.0f} MiB, "
+                    f"test -ELBO {result['test_negative_elbo']:7.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+def summarise(runs):
+    """Means over repeats (peak memory: the largest), with the spread of throughput."""
+    speeds = [r["examples_per_s"] for r in runs]
+    return {
+        "device": runs[0]["device"],
+        "first_epoch_s": float(np.mean([r["first_epoch_s"] for r in runs])),
+        "examples_per_s": float(np.mean(speeds)),
+        "examples_per_s_range": (min(speeds), max(speeds)),
+        "cpu_ms_per_example": float(np.mean([r["cpu_ms_per_example"] for r in runs])),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "test_negative_elbo": float(np.mean([r["test_negative_elbo"] for r in runs])),
+        "test_negative_elbo_range": (
+            min(r["test_negative_elbo"] for r in runs),
+            max(r["test_negative_elbo"] for r in runs),
+        ),
+    }
+
+
+DESCRIPTIONS = {
+    "kvae-jax": "`kvae.VAE.fit`, JAX backend",
+    "kvae-tensorflow": "`kvae.VAE.fit`, TensorFlow backend",
+    "kvae-torch": "`kvae.VAE.fit`, PyTorch backend",
+    "jax-jit": "hand-written `jax.jit` step",
+    "tf-function": "hand-written `tf.function` step",
+    "torch-loop": "plain PyTorch loop (pytorch/examples style)",
+}
+
+
+def results_table(summary):
+    rows = [
+        "| contender | what | device | first epoch (s) | steady examples/s (min-max) "
+        "| steady CPU ms/example | peak RSS (MiB) | test -ELBO (nats, min-max) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        low, high = s["examples_per_s_range"]
+        elbo_low, elbo_high = s["test_negative_elbo_range"]
+        rows.append(
+            f"| {name} | {DESCRIPTIONS[name]} | {s['device']} | {s['first_epoch_s']:.2f} "
+            f"| {s['examples_per_s']:,.0f} ({low:,.0f}-{high:,.0f}) "
+            f"| {s['cpu_ms_per_example']:.3f} | {s['peak_rss_mib']:,.0f} "
+            f"| {s['test_negative_elbo']:.2f} ({elbo_low:.2f}-{elbo_high:.2f}) |"
+        )
+    return "\n".join(rows)
+
+
+def targets(summary):
+    """The targets as (description, value, ratio by CPU time, holds) rows, for what was run.
+
+    Whether a target holds is decided on wall-clock throughput; the ratio of CPU time per example
+    is printed beside it because it moves less when other work shares the machine.
+    """
+    rows = []
+
+    def speed(name):
+        return summary[name]["examples_per_s"]
+
+    def cpu_ratio(name, other):
+        ratio = summary[other]["cpu_ms_per_example"] / summary[name]["cpu_ms_per_example"]
+        return f"{ratio:.2f}"
+
+    for kvae_name, floor in (("kvae-jax", "jax-jit"), ("kvae-tensorflow", "tf-function")):
+        if kvae_name in summary and floor in summary:
+            ratio = speed(kvae_name) / speed(floor)
+            rows.append(
+                (
+                    f"{kvae_name} / {floor} throughput >= 0.9",
+                    f"{ratio:.2f}",
+                    cpu_ratio(kvae_name, floor),
+                    ratio >= 0.9,
+                )
+            )
+    kvae_names = [n for n in summary if n.startswith("kvae-")]
+    if kvae_names and "torch-loop" in summary:
+        fastest = max(kvae_names, key=speed)
+        ratio = speed(fastest) / speed("torch-loop")
+        rows.append(
+            (
+                f"fastest kvae ({fastest}) / torch-loop throughput > 1",
+                f"{ratio:.2f}",
+                cpu_ratio(fastest, "torch-loop"),
+                ratio > 1.0,
+            )
+        )
+        reference = summary["torch-loop"]["test_negative_elbo"]
+        for name in kvae_names:
+            gap = summary[name]["test_negative_elbo"] - reference
+            rows.append(
+                (
+                    f"{name} test -ELBO - torch-loop's, within 1 nat",
+                    f"{gap:+.2f}",
+                    "",
+                    abs(gap) <= 1.0,
+                )
+            )
+    return rows
+
+
+def targets_table(rows):
+    lines = ["| target | value | same ratio by CPU time | holds |", "|---|---:|---:|---|"]
+    for what, value, cpu, holds in rows:
+        lines.append(f"| {what} | {value} | {cpu} | {'yes' if holds else '**no**'} |")
+    return "\n".join(lines)
+
+
+def machine_description():
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = "no GPU"
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        gpu = names.replace("\n", ", ") or gpu
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{os.cpu_count()} CPU cores ({model}){memory}, {gpu}; {platform.platform()}"
+
+
+def library_versions():
+    versions = [f"python {platform.python_version()}"]
+    for name in LIBRARIES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(versions)
+
+
+def load_average():
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def report(summary, args, command, loads):
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""# Training throughput: kvae against hand-written loops
+
+Written by `benchmarks/train_throughput.py` (see `benchmarks/README.md`).
+
+- Date: {date}
+- Machine: {machine_description()}
+- Libraries: {library_versions()}
+- Load average (1 / 5 / 15 min) before and after: {loads[0]}; {loads[1]}
+- Command: `{command}`
+- Settings: {args.epochs} epochs, {args.repeats} repeats, batch {args.batch_size}, Adam
+  {args.learning_rate:g}, seed {args.seed} + repeat; bundled MNIST, 8,000 train / 2,000 test
+  digits (grey levels); MLP 784-400-20-400-784, Bernoulli logits.
+
+{results_table(summary)}
+
+Steady examples/s counts epochs 2 to {args.epochs} (the first epoch, which compiles, is the
+"first epoch" column); the number is the mean over repeats, the range their extremes. Steady CPU
+ms/example is the process's CPU time (all threads) over the same epochs. Peak RSS is
+the subprocess's `ru_maxrss` (`resource.getrusage`), largest over repeats: it includes the framework
+itself, not only the model. Test -ELBO is the single-sample negative ELBO on the 2,000 test digits
+after the last epoch (nats per digit), mean over repeats; repeat `r` seeds weights, shuffling and
+noise with `seed + r` through each framework's own generators.
+
+## Targets
+
+{targets_table(targets(summary))}
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run (>= 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of every contender")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="repeat r uses seed + r")
+    parser.add_argument(
+        "--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS)
+    )
+    parser.add_argument(
+        "--output", type=Path, default=HERE / "results.md", help="markdown file to write"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--worker", choices=list(CONTENDERS), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error(f"--epochs must be at least 2 (the first is warm-up), got {args.epochs}")
+    if args.repeats < 1 or args.batch_size < 1:
+        parser.error("--repeats and --batch-size must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.prepare:
+        return prepare(args.prepare)
+    if args.worker:
+        return worker(args)
+    command = shlex.join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]])
+    started = time.perf_counter()
+    before = load_average()
+    runs = run_all(args)
+    if not args.no_write:  # every run's raw numbers, kept before anything else can fail
+        args.output.with_suffix(".json").write_text(json.dumps(runs, indent=1))
+    summary = {name: summarise(runs) for name, runs in runs.items()}
+    text = report(summary, args, command, (before, load_average()))
+    print(text)
+    if not args.no_write:
+        args.output.write_text(text)
+        print(
+            f"wrote {args.output} ({time.perf_counter() - started:.0f} s in all)", file=sys.stderr
+        )
+
+
+if __name__ == "__main__":
+    main()
