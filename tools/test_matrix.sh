@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh || exit 1
 venv=${KVAE_VENV:-.venv}
-export MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning
+export PYTHONWARNINGS=ignore::DeprecationWarning  # no MPLBACKEND: notebooks need the inline backend
 status=0
 run() { echo; echo "=== $*"; "$@" || status=1; }
 
