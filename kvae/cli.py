@@ -138,13 +138,9 @@ def _add_output_options(parser):
 
 
 def run_train(args, command):
-    if args.out is not None:
-        _refuse_existing(args.out, args.force, command)
+    config, out, verbose = _prepare_run(args, command, "run")  # refuses before Keras loads
     from kvae import train
 
-    config = make_config(args, command)
-    out = args.out or default_out("run", config)
-    verbose = 2 if args.quiet else 1
     metrics = _run(command, train.train_and_evaluate, config, out, args.force, args.lang, verbose)
     print(summary(metrics, out))
     return 0
@@ -161,17 +157,22 @@ def run_figures(args, command):
 
 
 def run_sweep(args, command):
-    if args.out is not None:
-        _refuse_existing(args.out, args.force, command)
+    config, out, verbose = _prepare_run(args, command, "sweep")  # refuses before Keras loads
     from kvae import train
 
-    config = make_config(args, command)
-    out = args.out or default_out("sweep", config)
-    verbose = 2 if args.quiet else 1
     rows = _run(command, train.sweep, args.betas, config, out, args.force, args.lang, verbose)
     print(train.markdown_table(rows))
     print(f"sweep folder: {out}")
     return 0
+
+
+def _prepare_run(args, command, prefix):
+    """What train and sweep share: refuse an existing folder, then config, folder, verbosity."""
+    if args.out is not None:
+        _refuse_existing(args.out, args.force, command)
+    config = make_config(args, command)
+    out = args.out or default_out(prefix, config)
+    return config, out, 2 if args.quiet else 1
 
 
 def make_config(args, command):
