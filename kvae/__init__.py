@@ -15,6 +15,7 @@ _EXPORTS = {
     "IMAGE_SHAPE": "kvae.networks",
     "build_decoder": "kvae.networks",
     "build_encoder": "kvae.networks",
+    "claims": "kvae.claims",
     "load_mnist": "kvae.data",
     "elbo": "kvae.elbo",
     "linear_gaussian": "kvae.linear_gaussian",
