@@ -8,6 +8,7 @@ committed notebooks carry outputs.
 
 import io
 import pathlib
+import re
 import tokenize
 
 import jupytext
@@ -100,3 +101,202 @@ def test_glossary_has_both_languages():
     glossary = (CHAPTERS / "GLOSSARY.md").read_text(encoding="utf-8")
     for term in ("ELBO", "증거 하한", "재매개변수화", "Reparameterization", "사후 붕괴"):
         assert term in glossary
+
+
+# One Korean term per concept: GLOSSARY.md's "Ruled out" table, checked in the
+# Korean chapters' prose and in the comments and Korean strings of their code.
+
+HANGUL = re.compile("[가-힣]")
+FENCE = re.compile(r"^(`{3,})(.*)$")
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def glossary_table(heading):
+    """Rows (lists of cells) of the table under the GLOSSARY.md heading that
+    starts with `heading`; `\\|` inside a cell is a literal bar."""
+    lines = (CHAPTERS / "GLOSSARY.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {heading}"))
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") and not set(line) <= set("|- "):
+            cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+            rows.append([c.strip().replace("\\|", "|") for c in cells])
+    return rows[1:]  # drop the header row
+
+
+def ruled_out_terms():
+    """(compiled pattern, variant, use instead) for each row of "Ruled out"."""
+    terms = []
+    for variant, pattern, instead, _why in glossary_table("Ruled out"):
+        terms.append((re.compile(pattern.strip("`")), variant, instead))
+    return terms
+
+
+def code_texts(source):
+    """(line offset, text) of every comment and every string literal of a
+    Python cell (an f-string counts as one text, replacement fields included)."""
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    texts, fstring = [], []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        kind = tokenize.tok_name[token.type]
+        if kind == "FSTRING_START":
+            fstring.append(token.start)
+        elif kind == "FSTRING_END":
+            begin = fstring.pop()
+            if not fstring:
+                first = starts[begin[0] - 1] + begin[1]
+                last = starts[token.end[0] - 1] + token.end[1]
+                texts.append((begin[0] - 1, source[first:last]))
+        elif kind in ("COMMENT", "STRING") and not fstring:
+            texts.append((token.start[0] - 1, token.string))
+    return texts
+
+
+def korean_texts(path):
+    """(line number, text, where) for each piece of a Korean chapter a reader
+    reads as Korean: prose lines (inline code removed), and the comments and
+    strings of code blocks that contain Hangul."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    front = 0
+    if lines and lines[0] == "---":  # jupytext's YAML header
+        front = lines.index("---", 1) + 1
+    pieces, i = [], front
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            pieces.append((i + 1, INLINE_CODE.sub("", lines[i]), "prose"))
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j] == fence.group(1))
+        body = lines[i + 1 : end]
+        skip = 0
+        while skip < len(body) and (body[skip].startswith(":") or not body[skip].strip()):
+            skip += 1  # cell options such as ":tags: [...]"
+        first = i + 2 + skip
+        source = "\n".join(body[skip:]) + "\n"
+        if "python" in fence.group(2) or "code-cell" in fence.group(2):
+            texts = code_texts(source)
+        else:  # shell and other blocks: every line
+            texts = list(enumerate(body[skip:]))
+        for row, text in texts:
+            for k, part in enumerate(text.split("\n")):
+                if HANGUL.search(text):
+                    pieces.append((first + row + k, part, "code"))
+        i = end + 1
+    return pieces
+
+
+def vocabulary_violations(pieces, terms):
+    """Messages "line N (where): 'found' -> use instead" for every match."""
+    found = []
+    for line, text, where in pieces:
+        for pattern, variant, instead in terms:
+            for match in pattern.finditer(text):
+                found.append(
+                    f"line {line} ({where}): {match.group(0)!r} ({variant}) -> use {instead}"
+                )
+    return found
+
+
+KOREAN_SOURCES = [CHAPTERS / "ko" / f"{name}.md" for name in SERIES]
+
+
+@pytest.mark.parametrize("where", ("prose", "code"))
+@pytest.mark.parametrize("source", KOREAN_SOURCES, ids=lambda p: f"ko/{p.stem}")
+def test_korean_chapter_uses_the_glossary_vocabulary(source, where):
+    pieces = [p for p in korean_texts(source) if p[2] == where]
+    found = vocabulary_violations(pieces, ruled_out_terms())
+    assert not found, f"chapters/ko/{source.name}, ruled out by GLOSSARY.md:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        ("재구성 오차와 KL의 그래디언트를 구합니다.", ["그래디언트"]),
+        ("KL은 레이트(rate)이고, 율이 0이면 코드는 정보가 없습니다.", ["율"]),
+        ("율-왜곡 곡선", ["율"]),
+        ("비율, 확률, 효율, 규율은 모두 제대로 된 낱말입니다.", []),
+        ("단위는 이미지 한 장당 3.2 nats입니다.", ["nats"]),
+        ("단위는 이미지 한 장당 3.2 nat입니다.", []),
+        ("단위는 예제당 nat입니다.", ["예제당"]),
+        ("이 추정량은 불편입니다.", ["불편"]),
+        ("편향이 없는(불편) 추정량이고, 그 뒤로는 편향이 없는 추정량입니다.", []),
+        ("훈련 데이터와 테스트 세트", ["훈련", "테스트 세트"]),
+        ("학습 데이터와 테스트 데이터, 잡음, 기울기", []),
+    ],
+)
+def test_vocabulary_matcher_on_sentences(sentence, expected):
+    found = vocabulary_violations([(1, sentence, "prose")], ruled_out_terms())
+    assert [f.split("'")[1] for f in found] == expected, found
+
+
+def test_vocabulary_matcher_reads_code_cells_and_lines(tmp_path):
+    chapter = tmp_path / "99_sample.md"
+    chapter.write_text(
+        "---\nkernelspec:\n  name: python3\n---\n\n"  # lines 1-5
+        "# 제목\n\n잡음의 기울기는 3.2 nat입니다.\n\n"  # lines 6-9
+        "```{code-cell} ipython3\n:tags: [nbval-ignore-output]\n\n"  # lines 10-12
+        'ax.set_ylabel("KL (nats)")  # English-only string: fine\n'  # line 13
+        'print(f"KL: {kl:.2f} nats")  # 노이즈를 줄입니다\n'  # line 14
+        "nats_total = 0\n```\n\n"  # lines 15-17
+        "오차는 예제당 5 nats입니다.\n",  # line 18
+        encoding="utf-8",
+    )
+    found = vocabulary_violations(korean_texts(chapter), ruled_out_terms())
+    where = [f.split(":")[0] for f in found]
+    assert where == ["line 14 (code)", "line 18 (prose)", "line 18 (prose)"]
+    assert "'노이즈' (노이즈) -> use 잡음" in found[0]
+    assert "'예제당'" in found[1] and "'nats'" in found[2]
+
+
+def first_use_problems(texts, terms):
+    """For each (term, English): the term never appears in `texts` (prose, in
+    reading order), or its first appearance lacks "(...English...)"."""
+    problems = []
+    for term, english in terms:
+        for where, text in texts:
+            at = text.find(term)
+            if at < 0:
+                continue
+            after = re.match(r"\s*\(([^)]*)\)", text[at + len(term) :])
+            if not after or english.lower() not in after.group(1).lower():
+                snippet = text[at : at + len(term) + 20].replace("\n", " ")
+                problems.append(
+                    f"{term}: first used in {where} as {snippet!r}, without ({english})"
+                )
+            break
+        else:
+            problems.append(f"{term}: never used in the Korean chapters")
+    return problems
+
+
+def korean_prose_in_order():
+    for source in KOREAN_SOURCES:
+        for line, text, where in korean_texts(source):
+            if where == "prose":
+                yield f"ko/{source.name}:{line}", text
+
+
+def test_korean_terms_carry_their_english_on_first_use():
+    terms = glossary_table("English on first use")
+    assert len(terms) >= 5, "GLOSSARY.md lost its 'English on first use' table"
+    problems = first_use_problems(list(korean_prose_in_order()), terms)
+    assert not problems, "\n".join(problems)
+
+
+def test_first_use_check_on_sentences():
+    terms = [("역전파", "backpropagation")]
+    good = [("a", "역전파(backpropagation)로 기울기를 구합니다."), ("b", "역전파는 빠릅니다.")]
+    assert first_use_problems(good, terms) == []
+    bad = [("a", "역전파로 기울기를 구합니다."), ("b", "역전파(backpropagation)")]
+    assert first_use_problems(bad, terms) == [
+        "역전파: first used in a as '역전파로 기울기를 구합니다.', without (backpropagation)"
+    ]
+    assert first_use_problems([("a", "기울기")], terms) == [
+        "역전파: never used in the Korean chapters"
+    ]
