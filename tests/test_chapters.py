@@ -254,49 +254,61 @@ def test_vocabulary_matcher_reads_code_cells_and_lines(tmp_path):
     assert "'예제당'" in found[1] and "'nats'" in found[2]
 
 
-def first_use_problems(texts, terms):
-    """For each (term, English): the term never appears in `texts` (prose, in
-    reading order), or its first appearance lacks "(...English...)"."""
+def first_use_problems(chapters, terms):
+    """For each (term, English): the term appears in none of `chapters`, or
+    in some chapter its first appearance lacks "(...English...)" right after
+    it. `chapters` holds (name, [(line number, prose line), ...]); each
+    chapter stands alone, so every chapter that uses a term introduces it."""
     problems = []
     for term, english in terms:
-        for where, text in texts:
+        used = False
+        for name, lines in chapters:
+            text = "\n".join(line for _, line in lines)
             at = text.find(term)
             if at < 0:
                 continue
+            used = True
             after = re.match(r"\s*\(([^)]*)\)", text[at + len(term) :])
-            if not after or english.lower() not in after.group(1).lower():
-                snippet = text[at : at + len(term) + 20].replace("\n", " ")
+            inside = " ".join(after.group(1).split()).lower() if after else ""
+            if english.lower() not in inside:
+                line = lines[text.count("\n", 0, at)][0]
+                snippet = " ".join(text[at : at + len(term) + 20].split())
                 problems.append(
-                    f"{term}: first used in {where} as {snippet!r}, without ({english})"
+                    f"{name}:{line}: first {term} is {snippet!r}, not {term}({english})"
                 )
-            break
-        else:
+        if not used:
             problems.append(f"{term}: never used in the Korean chapters")
     return problems
 
 
-def korean_prose_in_order():
-    for source in KOREAN_SOURCES:
-        for line, text, where in korean_texts(source):
-            if where == "prose":
-                yield f"ko/{source.name}:{line}", text
+def korean_running_text(source):
+    """Prose lines without headings: a heading stays short, and the running
+    text below it introduces the term."""
+    pieces = korean_texts(source)
+    return [(n, text) for n, text, where in pieces if where == "prose" and not text.startswith("#")]
 
 
 def test_korean_terms_carry_their_english_on_first_use():
     terms = glossary_table("English on first use")
     assert len(terms) >= 5, "GLOSSARY.md lost its 'English on first use' table"
-    problems = first_use_problems(list(korean_prose_in_order()), terms)
+    chapters = [(f"ko/{source.name}", korean_running_text(source)) for source in KOREAN_SOURCES]
+    problems = first_use_problems(chapters, terms)
     assert not problems, "\n".join(problems)
 
 
 def test_first_use_check_on_sentences():
     terms = [("역전파", "backpropagation")]
-    good = [("a", "역전파(backpropagation)로 기울기를 구합니다."), ("b", "역전파는 빠릅니다.")]
-    assert first_use_problems(good, terms) == []
-    bad = [("a", "역전파로 기울기를 구합니다."), ("b", "역전파(backpropagation)")]
-    assert first_use_problems(bad, terms) == [
-        "역전파: first used in a as '역전파로 기울기를 구합니다.', without (backpropagation)"
+    good = [
+        ("a", [(1, "기울기는 역전파(Backpropagation)로"), (2, "구합니다. 역전파는 빠릅니다.")]),
+        ("b", [(1, "기울기만 나오는 장")]),
     ]
-    assert first_use_problems([("a", "기울기")], terms) == [
+    assert first_use_problems(good, terms) == []
+    wrapped = [("a", [(7, "x의 주변 분산(marginal"), (8, "variance)은")])]
+    assert first_use_problems(wrapped, [("주변 분산", "marginal variance")]) == []
+    bad = [("a", [(3, "역전파(backpropagation)")]), ("b", [(4, "잡음"), (5, "역전파로 구합니다.")])]
+    assert first_use_problems(bad, terms) == [
+        "b:5: first 역전파 is '역전파로 구합니다.', not 역전파(backpropagation)"
+    ]
+    assert first_use_problems([("a", [(1, "기울기")])], terms) == [
         "역전파: never used in the Korean chapters"
     ]
