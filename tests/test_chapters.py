@@ -2,8 +2,10 @@
 
 Executing the notebooks is nbval's job (``pytest --nbval chapters``); these
 tests check what nbval cannot: that a .md and its .ipynb say the same thing,
-that the Korean and English chapters run the same code, and that the
-committed notebooks carry outputs.
+that the Korean and English chapters run the same code, that the
+committed notebooks carry outputs, and that the Korean chapters keep to the
+one vocabulary chapters/GLOSSARY.md fixes (its "Ruled out" and "English on
+first use" tables).
 """
 
 import io
