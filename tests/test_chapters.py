@@ -231,6 +231,19 @@ def test_korean_chapter_uses_the_glossary_vocabulary(source, where):
         ("훈련 데이터와 테스트 세트", ["훈련", "테스트 세트"]),
         ("학습 데이터와 테스트 데이터, 잡음, 기울기", []),
     ],
+    ids=[
+        "gradient",
+        "bare-yul",
+        "yul-before-hyphen",
+        "yul-inside-words",
+        "nats",
+        "nat",
+        "per-example",
+        "bulpyeon-alone",
+        "bulpyeon-in-parentheses",
+        "training-and-test-set",
+        "the-fixed-terms",
+    ],
 )
 def test_vocabulary_matcher_on_sentences(sentence, expected):
     found = vocabulary_violations([(1, sentence, "prose")], ruled_out_terms())
