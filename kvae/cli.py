@@ -40,10 +40,6 @@ FORCE_HELP = (
 )
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt, so staging is cleaned up."""
-
-
 class Parser(argparse.ArgumentParser):
     """``argparse`` with one-line errors (``kvae train: error: ...``, status 2).
 
@@ -69,14 +65,17 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _SigtermRaises():
         try:
-            return args.handler(args, command)
+            status = args.handler(args, command)
+            if rundir.stop_requested() is not None:  # a stop that library code swallowed
+                raise rundir.Terminated()
+            return status
         except ConfigError as error:
             command.error(_option_message(error, command))
         except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
             return _fail(command, error, EXIT_FAILED)
         except KeyboardInterrupt:
             return _fail(command, "interrupted; no half-written folder was left", EXIT_INTERRUPTED)
-        except Terminated:
+        except rundir.Terminated:
             return _fail(command, "terminated; no half-written folder was left", EXIT_TERMINATED)
 
 
@@ -94,7 +93,7 @@ def _option_message(error, command):
 
 
 class _SigtermRaises:
-    """While inside, SIGTERM raises ``Terminated`` in the main thread (left alone elsewhere)."""
+    """While inside, SIGTERM raises ``rundir.Terminated`` in the main thread (not elsewhere)."""
 
     def __enter__(self):
         self.previous = None
@@ -108,7 +107,7 @@ class _SigtermRaises:
 
 def _raise_terminated(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
-    raise Terminated()
+    rundir.request_stop(signum)
 
 
 def build_parser():

@@ -44,6 +44,22 @@ FIGURES_DIR = "figures"
 STAGING_EXTRA = 24
 _STAGING = re.compile(r"(?:partial|old)-(\d+)-[0-9a-f]{6}")
 _HELD = {}  # target path -> [lock file descriptor, depth]: reserve() nests within a process
+_STOP = {"signal": None}  # set by stop_on(): a stop asked for, even if its exception was lost
+
+
+class Terminated(BaseException):
+    """SIGTERM (or another stop signal), raised like KeyboardInterrupt so staging is cleaned up."""
+
+
+def request_stop(signum):
+    """Note that the process was asked to stop, and raise ``Terminated`` (a signal handler)."""
+    _STOP["signal"] = signum
+    raise Terminated(signum)
+
+
+def stop_requested():
+    """The signal number of a stop asked for in this process, or None."""
+    return _STOP["signal"]
 
 
 def check_target(run_dir, force):
@@ -373,6 +389,10 @@ def staged(run_dir, force, run_id):
     try:
         write_json(staging / MARKER_FILE, {"run_id": run_id, "files": []})
         yield staging
+        # Library code that catches every exception can swallow the Terminated that a
+        # signal raised mid-write; the folder may then lack a file, so it is not renamed.
+        if stop_requested() is not None:
+            raise Terminated(stop_requested())
         write_marker(staging, run_id)
         check_target(run_dir, force)
         if run_dir.exists():
