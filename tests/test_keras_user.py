@@ -257,10 +257,10 @@ def one_sgd_step(x, policy):
 
 
 # Relative L2 error of the update against float32. float16 keeps 11 significant bits
-# (relative rounding 5e-4) and bfloat16 8 (4e-3); over a few layers and sums of 784
-# pixels the gradient picks up a few times that. An unscaled update is 1/32768 of the
-# float32 one: error 1.0.
-TOLERANCE = {"mixed_float16": 0.03, "mixed_bfloat16": 0.15}
+# (rounding 5e-4) and bfloat16 8 (4e-3); one SGD step measured 1.0e-3 and 4.8e-3 under
+# PyTorch. The tolerances leave 10x room for the other backends' kernels. An unscaled
+# update is 1/32768 of the float32 one: error 1.0.
+TOLERANCE = {"mixed_float16": 0.01, "mixed_bfloat16": 0.05}
 
 
 @pytest.mark.parametrize("policy", sorted(TOLERANCE))
