@@ -49,7 +49,13 @@ def __dir__():
 
 
 def _register_with_keras():
-    importlib.import_module("kvae.models")  # registers VAE, AE; imports Sampling
+    """Import the modules that register kvae's classes, on the backends kvae runs on.
+
+    On another backend nothing is imported here, so ``import keras`` still
+    works; using ``kvae.VAE`` there raises kvae.models' one-line error.
+    """
+    if sys.modules["keras"].backend.backend() in ("tensorflow", "jax", "torch"):
+        importlib.import_module("kvae.models")  # registers VAE, AE; imports Sampling
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

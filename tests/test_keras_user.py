@@ -621,3 +621,18 @@ def test_backup_and_restore_resumes_after_an_interruption(tmp_path, digits):
     history = resumed.fit(digits, epochs=2, batch_size=BATCH, callbacks=[backup], verbose=0)
     assert len(history.history["loss"]) == 1  # only epoch 1 was left
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_an_unsupported_backend_is_one_clear_line():
+    """``import keras`` still works after ``import kvae``; using kvae says why it cannot."""
+    code = "import kvae, keras\nprint(keras.backend.backend())\nkvae.VAE"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "KERAS_BACKEND": "numpy"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and result.stdout.strip() == "numpy", result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "RuntimeError: kvae runs on tensorflow, jax or torch; Keras is on 'numpy'"
+    )
