@@ -67,9 +67,9 @@ def predict_proba(x, params=None):
     Example:
 
     >>> x, y = kvae.load_mnist("test")
-    >>> p = kvae.judge.predict_proba(x[:5])
-    >>> p.shape, p.argmax(axis=1) == y[:5]
-    ((5, 10), array([ True,  True,  True,  True,  True]))
+    >>> p = kvae.judge.predict_proba(x)
+    >>> p.shape, np.mean(p.argmax(axis=1) == y)
+    ((2000, 10), 0.9825)
 
     Args:
         x: images (N, 28, 28, 1) in [0, 1]: a NumPy array, or anything
