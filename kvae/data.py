@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from kvae.config import SOURCES
+
 IMAGE_SHAPE = (28, 28, 1)  # MNIST, channels last; kvae.networks builds for it
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -12,7 +14,6 @@ _HERE = pathlib.Path(__file__).resolve().parent
 ASSET_NAME = "mnist_subset.npz"
 ASSET_CANDIDATES = (_HERE.parent / "assets" / ASSET_NAME, _HERE / "assets" / ASSET_NAME)
 SPLITS = ("train", "test")
-SOURCES = ("bundled", "keras")
 
 
 def load_mnist(split="train", source="bundled", binarize=None):

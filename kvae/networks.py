@@ -6,9 +6,9 @@ import numbers
 import keras
 from keras import layers
 
+from kvae.config import KINDS
 from kvae.data import IMAGE_SHAPE
 
-KINDS = ("mlp", "conv")
 CONV_FILTERS = (32, 64)  # each conv layer halves the image side: 28 -> 14 -> 7
 
 

@@ -12,7 +12,7 @@ for how a callback's assignment reaches that state during ``fit``).
 import jax
 import keras
 
-from kvae.backends import unpack_images
+from kvae.backends.batches import unpack_images
 
 
 class JaxTrainStep:

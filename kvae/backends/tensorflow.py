@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from kvae.backends import unpack_images
+from kvae.backends.batches import unpack_images
 
 
 class TensorFlowTrainStep:

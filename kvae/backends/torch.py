@@ -2,7 +2,7 @@
 
 import torch
 
-from kvae.backends import unpack_images
+from kvae.backends.batches import unpack_images
 
 
 class TorchTrainStep:
