@@ -14,8 +14,9 @@ run() { echo; echo "=== $*"; "$@" || status=1; }
 
 run "$venv/bin/ruff" check .
 run "$venv/bin/ruff" format --check kvae tests tools benchmarks browser_tests book
+# Two workers per run: the suites are CPU-bound and the machines have two cores.
 for backend in tensorflow jax torch; do
-  run env KERAS_BACKEND=$backend "$venv/bin/pytest" -p no:cacheprovider tests
+  run env KERAS_BACKEND=$backend "$venv/bin/pytest" -p no:cacheprovider -n 2 tests
 done
 for backend in tensorflow jax; do
   run env KERAS_BACKEND=$backend "$venv/bin/pytest" -p no:cacheprovider --nbval \
