@@ -3,19 +3,33 @@
 Set ``KERAS_BACKEND`` before importing Keras: it is read once. ``import kvae``
 itself loads nothing heavy; each name below is imported on first use (PEP 562),
 so the ``kvae`` command can choose the backend after ``import kvae``.
+
+Loading a saved model needs ``kvae.VAE``, ``kvae.AE`` and ``kvae.Sampling``
+registered with Keras, which imports only its own modules to find classes.
+So the registering modules are imported as soon as Keras is: at once if Keras
+is already loaded, otherwise right after ``import keras`` finishes (a one-shot
+import hook), and ``keras.saving.load_model`` works in either import order.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 # name -> the module that defines it
 _EXPORTS = {
     "AE": "kvae.models",
     "VAE": "kvae.models",
     "Sampling": "kvae.layers",
-    "IMAGE_SHAPE": "kvae.networks",
+    "IMAGE_SHAPE": "kvae.data",
     "build_decoder": "kvae.networks",
     "build_encoder": "kvae.networks",
+    "callbacks": "kvae.callbacks",
     "claims": "kvae.claims",
+    "judge": "kvae.judge",
+    "samplers": "kvae.samplers",
+    "GaussianMixtureSampler": "kvae.samplers",
+    "AggregatePosteriorSampler": "kvae.samplers",
     "load_mnist": "kvae.data",
     "elbo": "kvae.elbo",
     "linear_gaussian": "kvae.linear_gaussian",
@@ -36,3 +50,37 @@ def __getattr__(name):
 
 def __dir__():
     return sorted([*globals(), *_EXPORTS])
+
+
+def _register_with_keras():
+    """Import the modules that register kvae's classes, on the backends kvae runs on.
+
+    On another backend nothing is imported here, so ``import keras`` still
+    works; using ``kvae.VAE`` there raises kvae.models' one-line error.
+    """
+    if sys.modules["keras"].backend.backend() in ("tensorflow", "jax", "torch"):
+        importlib.import_module("kvae.models")  # registers VAE, AE; imports Sampling
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Finds ``keras`` through the other finders, then registers kvae once it has run."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)  # one shot; also keeps find_spec below from recursing
+        spec = importlib.util.find_spec(name)
+        run_keras = spec.loader.exec_module
+
+        def exec_module(module):
+            run_keras(module)
+            _register_with_keras()
+
+        spec.loader.exec_module = exec_module  # this spec's own loader object
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_with_keras()
+elif not any(isinstance(finder, _AfterKerasImport) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKerasImport())

@@ -1,73 +1,113 @@
-"""The ``kvae`` command: parse the arguments, pick the backend, call ``kvae.train``.
+"""The ``kvae`` command: parse the arguments, check everything, then call ``kvae.train``.
 
     kvae train [--backend jax] [--epochs 10] [--out runs/NAME] ...
     kvae figures RUN_DIR [--backend torch] [--lang ko]
     kvae sweep --betas 0.5 1 4 [--epochs 5] [--out runs/NAME]
 
 Keras reads ``KERAS_BACKEND`` once, when it is first imported, so this module
-imports nothing from Keras or from kvae's Keras-using modules at import time:
-``main`` parses the arguments, sets the variable, and only then imports
-``kvae.train``. For the same reason the choices below are spelled out here
-rather than imported; ``tests/test_cli.py`` checks that they match the package.
-A bad argument ends with status 2 and one line on stderr, before Keras loads.
+imports only ``kvae.config`` and ``kvae.rundir`` (no Keras): ``main`` parses
+the arguments, builds the ``TrainConfig`` (which owns every range), checks and
+locks the output folder, sets the backend, and only then imports ``kvae.train``.
+
+Exit status: 0 done; 1 the run started and could not finish (a NaN loss, or a
+sweep with a failed beta); 2 a bad argument, folder or run folder, before any
+training, with one line on stderr; 130 Ctrl-C (SIGINT); 143 SIGTERM. After 1,
+130 or 143 no half-written folder is left under the name asked for.
 """
 
 import argparse
 import dataclasses
 import datetime
-import math
+import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 
-BACKENDS = ("tensorflow", "jax", "torch")  # kvae.backends.BACKENDS
-KINDS = ("mlp", "conv")  # kvae.networks.KINDS
-SOURCES = ("bundled", "keras")  # kvae.data.SOURCES
-LANGS = ("en", "ko")
+from kvae import rundir
+from kvae.config import BACKENDS, KINDS, LANGS, SOURCES, ConfigError, TrainConfig, defaults
+
 SWEEP_EPOCHS = 5  # a sweep trains one model per beta, so each is shorter than a single run
 SWEEP_BETAS = (0.25, 1.0, 4.0, 16.0)  # from near an autoencoder to near posterior collapse
-# The TrainConfig defaults, as --help shows them (tests/test_cli.py keeps the two equal).
-SHOWN_DEFAULTS = {
-    "latent_dim": 2,
-    "kind": "mlp",
-    "hidden": (512,),
-    "beta": 1.0,
-    "epochs": 10,
-    "batch_size": 128,
-    "learning_rate": 1e-3,
-    "seed": 0,
-    "source": "bundled",
-    "iw_samples": 50,
-    "iw_examples": 500,
-}
-EXIT_USAGE = 2  # argparse's status for a bad command line
 EXIT_FAILED = 1  # the run started and could not finish (a NaN loss)
+EXIT_USAGE = 2  # argparse's status for a bad command line
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what timeout, docker stop and Slurm send
+FORCE_HELP = (
+    "replace an existing run folder, only one kvae wrote (it has kvae-run.json) and that "
+    "holds nothing else: a folder with other files is refused, never deleted"
+)
 
 
 class Parser(argparse.ArgumentParser):
-    """``argparse`` with one-line errors: ``kvae train: error: ...`` and status 2."""
+    """``argparse`` with one-line errors (``kvae train: error: ...``, status 2).
+
+    ``allow_abbrev=False``: ``--beta`` is not silently read as ``--betas``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def main(argv=None):
     """Run the ``kvae`` command; returns the exit status (0 on success)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = args.command_parser
-    if args.backend is not None:
-        select_backend(args.backend, command, relaunch=argv is None)
+    try:
+        select_backend(args.backend)
+    except ConfigError as error:
+        command.error(str(error))
     # TensorFlow's C++ start-up notes (CPU instruction sets) would bury the progress bar.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        return args.handler(args, command)
-    except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
-        print(f"{command.prog}: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"{command.prog}: interrupted; no half-written file was left", file=sys.stderr)
-        return 130
+    with _SigtermRaises():
+        try:
+            status = args.handler(args, command)
+            if rundir.stop_requested() is not None:  # a stop that library code swallowed
+                raise rundir.Terminated()
+            return status
+        except ConfigError as error:
+            command.error(_option_message(error, command))
+        except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
+            return _fail(command, error, EXIT_FAILED)
+        except KeyboardInterrupt:
+            return _fail(command, "interrupted; no half-written folder was left", EXIT_INTERRUPTED)
+        except rundir.Terminated:
+            return _fail(command, "terminated; no half-written folder was left", EXIT_TERMINATED)
+
+
+def _fail(command, message, status):
+    print(f"{command.prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return status
+
+
+def _option_message(error, command):
+    """A ``TrainConfig`` complaint, named by its option: ``argument --seed: seed must be ...``."""
+    if error.field is None:
+        return str(error)
+    option = "--betas" if error.field == "beta" and command.prog.endswith("sweep") else None
+    return f"argument {option or '--' + error.field.replace('_', '-')}: {error}"
+
+
+class _SigtermRaises:
+    """While inside, SIGTERM raises ``rundir.Terminated`` in the main thread (not elsewhere)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
+    rundir.request_stop(signum)
 
 
 def build_parser():
@@ -89,7 +129,7 @@ def build_parser():
     sweep = commands.add_parser("sweep", help="train one short VAE per beta; table and figure")
     sweep.add_argument(
         "--betas",
-        type=non_negative_float,
+        type=float,
         nargs="+",
         default=list(SWEEP_BETAS),
         metavar="BETA",
@@ -103,116 +143,103 @@ def build_parser():
 
 
 def _add_training_options(parser, epochs, beta=True):
-    """The options that map onto ``TrainConfig``; an option left out keeps the config's default."""
+    """The options that map onto ``TrainConfig``; an option left out keeps the config's default.
+
+    argparse only parses the type; ``TrainConfig`` checks the range, so a value is
+    refused with the same message here and in a notebook.
+    """
+    shown_defaults = defaults()
 
     def add(flag, help, **kwargs):
         name = flag[2:].replace("-", "_")
-        shown = kwargs.get("default") or SHOWN_DEFAULTS.get(name)
+        shown = kwargs.get("default") or shown_defaults.get(name)
         if shown is not None:
             help += f" (default {' '.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
         parser.add_argument(flag, help=help, **kwargs)
 
     add("--backend", "Keras backend; overrides KERAS_BACKEND", choices=BACKENDS)
-    add("--latent-dim", "size of z; 2 can be drawn whole", type=positive_int)
+    add("--latent-dim", "size of z; 2 can be drawn whole", type=int)
     add("--kind", "encoder and decoder networks", choices=KINDS)
-    add("--hidden", "hidden layer widths", type=positive_int, nargs="+")
+    add("--hidden", "hidden layer widths", type=int, nargs="+")
     if beta:  # a sweep takes --betas instead
-        add("--beta", "weight of the KL term; 1 trains on the ELBO", type=non_negative_float)
-    add("--epochs", "passes over the training digits", type=positive_int, default=epochs)
-    add("--batch-size", "digits per gradient step", type=positive_int)
-    add("--learning-rate", "Adam's step size", type=positive_float)
-    add("--seed", "seed for weights, noise and shuffling", type=non_negative_int)
+        add("--beta", "weight of the KL term; 1 trains on the ELBO", type=float)
+    add("--epochs", "passes over the training digits", type=int, default=epochs)
+    add("--batch-size", "digits per gradient step", type=int)
+    add("--learning-rate", "Adam's step size", type=float)
+    add("--seed", "seed for weights, noise and shuffling, < 2**32", type=int)
     add("--source", "bundled: offline subset; keras: full MNIST download", choices=SOURCES)
-    add("--train-size", "use only the first N training digits", type=positive_int)
-    add("--iw-samples", "k, samples per digit for the log p(x) bound", type=positive_int)
-    add("--iw-examples", "test digits for the log p(x) bound", type=positive_int)
+    add("--train-size", "use only the first N training digits", type=int)
+    add("--iw-samples", "k, samples per digit for the log p(x) bound", type=int)
+    add("--iw-examples", "test digits for the log p(x) bound", type=int)
 
 
 def _add_output_options(parser):
-    parser.add_argument("--force", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     parser.add_argument("--lang", choices=LANGS, default="en", help="figure labels")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch, no bar")
 
 
-# --- the commands: each imports kvae.train only now, after the backend is set ---------------
+# --- the commands: each checks and locks its folder, then imports kvae.train -----------------
 
 
 def run_train(args, command):
-    config, out, verbose = _prepare_run(args, command, "run")  # refuses before Keras loads
-    from kvae import train
+    config = make_config(args)
+    out = args.out or default_out("run", config)
+    with rundir.reserve(out, args.force) as out:  # checked and locked before Keras loads
+        from kvae import train
 
-    metrics = _run(command, train.train_and_evaluate, config, out, args.force, args.lang, verbose)
+        metrics = train.train_and_evaluate(config, out, args.force, args.lang, _verbose(args))
     print(summary(metrics, out))
     return 0
 
 
 def run_figures(args, command):
-    if not args.run_dir.is_dir():
-        command.error(f"run folder {str(args.run_dir)!r} does not exist")
-    from kvae import train
+    with rundir.lock_existing(args.run_dir) as run_dir:
+        rundir.read_run(run_dir)  # a damaged run folder is named before Keras loads
+        from kvae import train
 
-    paths = _run(command, train.redraw_figures, args.run_dir, args.lang)
+        paths = train.redraw_figures(run_dir, args.lang)
     print(f"wrote {len(paths)} figures to {paths[0].parent}")
     return 0
 
 
 def run_sweep(args, command):
-    config, out, verbose = _prepare_run(args, command, "sweep")  # refuses before Keras loads
-    from kvae import train
+    config = make_config(args)
+    for beta in args.betas:
+        dataclasses.replace(config, beta=beta)  # TrainConfig checks each beta
+    out = args.out or default_out("sweep", config)
+    with rundir.reserve(out, args.force) as out:
+        from kvae import train
 
-    rows = _run(command, train.sweep, args.betas, config, out, args.force, args.lang, verbose)
+        rows = train.sweep(args.betas, config, out, args.force, args.lang, _verbose(args))
     print(train.markdown_table(rows))
     print(f"sweep folder: {out}")
+    failed = [row for row in rows if row["status"] != "ok"]
+    if failed:
+        first = failed[0]
+        message = f"{len(failed)} of {len(rows)} betas failed (the table marks them);"
+        return _fail(command, f"{message} beta {first['beta']:g}: {first['error']}", EXIT_FAILED)
     return 0
 
 
-def _prepare_run(args, command, prefix):
-    """What train and sweep share: refuse an existing folder, then config, folder, verbosity."""
-    if args.out is not None:
-        _refuse_existing(args.out, args.force, command)
-    config = make_config(args, command)
-    out = args.out or default_out(prefix, config)
-    return config, out, 2 if args.quiet else 1
-
-
-def make_config(args, command):
+def make_config(args):
     """A ``TrainConfig`` from the options given; the rest keep the dataclass's defaults."""
-    from kvae.train import ConfigError, TrainConfig
-
     given = {}
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
         if value is not None:
             given[field.name] = tuple(value) if isinstance(value, list) else value
-    try:
-        return TrainConfig(**given)
-    except ConfigError as error:
-        command.error(str(error))
+    return TrainConfig(**given)
 
 
-def _run(command, function, *arguments):
-    """Call a ``kvae.train`` function, turning its ``ConfigError`` into a usage error."""
-    from kvae.train import ConfigError
-
-    try:
-        return function(*arguments)
-    except ConfigError as error:
-        command.error(str(error))
-
-
-def _refuse_existing(out, force, command):
-    # Checked before any training, so a clash costs nothing. kvae.train checks again, with
-    # --force too (it replaces only a folder kvae wrote), and once more before the rename.
-    if out.exists() and not force:
-        command.error(f"run folder {str(out)!r} already exists; use --force to replace it")
+def _verbose(args):
+    return 2 if args.quiet else 1
 
 
 def default_out(prefix, config):
     """``runs/<prefix>-<YYYYmmdd-HHMMSS>-<backend>-<kind>-z<latent_dim>``."""
-    import keras
-
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{prefix}-{stamp}-{keras.backend.backend()}-{config.kind}-z{config.latent_dim}"
+    name = f"{prefix}-{stamp}-{os.environ['KERAS_BACKEND']}-{config.kind}-z{config.latent_dim}"
     return pathlib.Path("runs") / name
 
 
@@ -231,54 +258,39 @@ def summary(metrics, out):
 # --- the backend ------------------------------------------------------------------------------
 
 
-def select_backend(name, command, relaunch):
-    """Make Keras run on ``name``: set ``KERAS_BACKEND`` before Keras is imported.
+def select_backend(name=None):
+    """Make Keras run on ``name`` (else ``KERAS_BACKEND``, else keras.json, else tensorflow).
 
-    If Keras is already loaded on another backend (a package that imports it
-    eagerly, or a notebook), the variable can no longer take effect: from the
-    command line the process starts again with it set; from Python it is an error.
+    Sets ``KERAS_BACKEND`` before Keras is imported. If Keras is already loaded
+    on another backend (a notebook, a package that imports it eagerly), the
+    variable can no longer take effect, and that is an error.
+
+    Raises:
+        ConfigError: the backend is not one kvae runs on, or Keras runs on another.
     """
-    keras = sys.modules.get("keras")
-    if keras is None:
-        os.environ["KERAS_BACKEND"] = name
-        return
-    if keras.backend.backend() == name:
-        return
-    if not relaunch:
-        command.error(
-            f"Keras is already running on {keras.backend.backend()!r} in this process; "
-            f"--backend {name} needs a new one"
+    source = "--backend"
+    if name is None:
+        name, source = os.environ.get("KERAS_BACKEND"), "KERAS_BACKEND"
+    if name is None:
+        name, source = _keras_json_backend(), "keras.json"
+    if name not in BACKENDS:
+        raise ConfigError(
+            f"{source}={name!r} is not a backend kvae runs on; expected one of {BACKENDS}"
         )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    arguments = [sys.executable, "-m", "kvae", *sys.argv[1:]]
-    os.execve(sys.executable, arguments, {**os.environ, "KERAS_BACKEND": name})
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != name:
+        raise ConfigError(
+            f"Keras is already running on {keras.backend.backend()!r} in this process; "
+            f"backend {name!r} needs a new one"
+        )
+    os.environ["KERAS_BACKEND"] = name
+    return name
 
 
-# --- argument types: refused with a one-line message before anything is imported ------------
-
-
-def positive_int(text):
-    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
-
-
-def non_negative_int(text):
-    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-
-
-def non_negative_float(text):
-    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-
-
-def _number(text, kind, accept, expected):
+def _keras_json_backend():
+    """The backend Keras would read from ``$KERAS_HOME/keras.json`` (default tensorflow)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~") or "/tmp", ".keras")
     try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not accept(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
+        return json.loads(pathlib.Path(home, "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"

@@ -1,10 +1,11 @@
 """MNIST for kvae: the bundled 10,000-digit subset, or the full set via Keras."""
 
+import inspect
 import pathlib
 
 import numpy as np
 
-from kvae.networks import IMAGE_SHAPE
+IMAGE_SHAPE = (28, 28, 1)  # MNIST, channels last; kvae.networks builds for it
 
 _HERE = pathlib.Path(__file__).resolve().parent
 # In a checkout the data sits in assets/; an installed wheel carries it inside the package.
@@ -81,19 +82,115 @@ def _read_keras(split):
 def check_images(x, likelihood="bernoulli", image_shape=IMAGE_SHAPE):
     """Refuse images a VAE cannot learn from, naming what is wrong.
 
+    Both likelihoods model pixels in [0, 1]: the Bernoulli's mean and the
+    Gaussian's mean are ``sigmoid(logits)``, so raw bytes (0..255) would only
+    blow the loss up.
+
+    Args:
+        x: images (N, *image_shape), or one batch of them.
+        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        image_shape: the shape of one image, channels last.
+
     Raises:
-        ValueError: wrong shape, NaN or infinite values, or (Bernoulli only)
-            values outside [0, 1].
+        ValueError: an integer or non-numeric dtype, the wrong shape, NaN or
+            infinite values, or values outside [0, 1].
     """
-    x = np.asarray(x)
-    if x.ndim != len(image_shape) + 1 or tuple(x.shape[1:]) != tuple(image_shape):
+    x = _numpy(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"expected float images in [0, 1], got dtype {x.dtype}; "
+            "convert with x.astype('float32') / 255 (uint8 digits)"
+        )
+    if x.ndim != len(image_shape) + 1 or any(
+        s is not None and s != r for s, r in zip(image_shape, x.shape[1:], strict=False)
+    ):
         expected = ", ".join(str(s) for s in image_shape)
-        raise ValueError(f"expected images of shape (N, {expected}), got {x.shape}")
+        raise ValueError(f"expected images of shape (N, {expected}), got {tuple(x.shape)}")
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"images contain {bad} NaN or infinite values")
-    if likelihood == "bernoulli" and (x.min() < 0.0 or x.max() > 1.0):
+    if x.size and (x.min() < 0.0 or x.max() > 1.0):
         raise ValueError(
-            "the Bernoulli likelihood needs pixel values in [0, 1], "
+            f"the {likelihood} likelihood needs pixel values in [0, 1], "
             f"got values in [{x.min():g}, {x.max():g}]; divide uint8 images by 255"
         )
+
+
+def checked_data(data, check, name="x"):
+    """Check what ``fit``/``evaluate`` will read, before it reads anything.
+
+    Arrays (NumPy or backend tensors) and ``(x, y)`` tuples are checked
+    whole. For streams, ``tf.data`` datasets, ``keras.utils.PyDataset``, torch
+    ``DataLoader``, generators, the first batch is checked: re-iterable sources
+    are simply read again by Keras; a one-shot generator or iterator is handed
+    back with its first batch put in front, so no batch is lost.
+
+    Args:
+        data: the ``x`` or ``validation_data`` given to ``fit``/``evaluate``.
+        check: a function of NumPy images that raises ValueError.
+        name: how the message names ``data``.
+
+    Returns:
+        ``data``, or an equivalent generator when ``data`` was one-shot.
+
+    Raises:
+        ValueError: from ``check``, prefixed with where the images came from;
+            for batches that carry sample weights; for an empty generator.
+    """
+    if data is None:
+        return None
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        _checked(check, data, name)
+        return data
+    if isinstance(data, (tuple, list)):
+        _checked(check, _images_of(data, name), name)
+        return data
+    where = f"the first batch of {name}"
+    if inspect.isgenerator(data) or (hasattr(data, "__next__") and iter(data) is data):
+        try:
+            first = next(data)
+        except StopIteration:
+            raise ValueError(f"{name} is an empty generator: it yielded no batch") from None
+        _checked(check, _images_of(first, where), where)
+        return _prepend(first, data)
+    if hasattr(data, "num_batches") and hasattr(data, "__getitem__"):  # keras PyDataset
+        first = data[0]
+    elif hasattr(data, "__iter__"):  # tf.data.Dataset, torch DataLoader: iterable again
+        first = next(iter(data))
+    else:
+        return data  # Keras refuses what it cannot read, in its own words
+    _checked(check, _images_of(first, where), where)
+    return data
+
+
+def _images_of(batch, where):
+    """The images of a batch ``x``, ``(x,)``, ``(x, y)``; refuse ``(x, y, sample_weight)``."""
+    if not isinstance(batch, (tuple, list)):
+        return batch
+    if len(batch) == 3 and batch[2] is not None:
+        raise ValueError(
+            f"{where} carries sample weights (x, y, sample_weight); kvae models take none: "
+            "the loss is the per-example -ELBO averaged over the batch"
+        )
+    return batch[0]
+
+
+def _checked(check, images, where):
+    try:
+        check(images)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _numpy(values):
+    """NumPy from NumPy, TensorFlow, JAX or PyTorch values, without importing them."""
+    if hasattr(values, "detach"):  # torch
+        values = values.detach().cpu()
+    if hasattr(values, "numpy") and not isinstance(values, np.ndarray):  # tf, torch
+        values = values.numpy()
+    return np.asarray(values)
+
+
+def _prepend(first, rest):
+    yield first
+    yield from rest

@@ -15,7 +15,9 @@ Shapes: ``x`` and ``logits`` are (B, 28, 28, 1) or any (B, ...);
 returns (B,) unless it says otherwise: averaging over the batch happens once,
 in the model. Inputs may be NumPy arrays or tensors of the running backend;
 they are computed in Keras's float type (float32 unless configured), like the
-model's own loss.
+model's own loss, also under a mixed-precision policy. Shapes are checked: a
+mismatch raises the same ``ValueError`` on every backend instead of
+broadcasting ``(4, 784)`` against ``(1, 784)``.
 """
 
 import math
@@ -29,6 +31,29 @@ LOG_2PI = math.log(2.0 * math.pi)
 def _tensors(*values):
     """Backend tensors of Keras's float type, so NumPy inputs work on every backend."""
     return [ops.convert_to_tensor(v, dtype=keras.config.floatx()) for v in values]
+
+
+def _shape(value):
+    """The static shape as a tuple of ints, None where unknown (traced batch axes)."""
+    return tuple(None if d is None else int(d) for d in value.shape)
+
+
+def _check_shapes(names, *values, trailing=None):
+    """Raise ValueError unless the values' shapes agree (unknown axes match anything).
+
+    ``trailing=k`` compares only the last ``k`` axes (a (S, B, D) sample
+    against its (B, D) posterior).
+    """
+    shapes = [_shape(v) for v in values]
+    cut = [s if trailing is None else s[-trailing:] for s in shapes]
+    first = cut[0]
+    for other in cut[1:]:
+        if len(other) != len(first) or any(
+            a is not None and b is not None and a != b for a, b in zip(first, other, strict=True)
+        ):
+            received = ", ".join(f"{n} {s}" for n, s in zip(names, shapes, strict=True))
+            agree = "shapes" if trailing is None else f"last {trailing} axes"
+            raise ValueError(f"expected {' and '.join(names)} with equal {agree}, got {received}")
 
 
 def _sum_over_example(values):
@@ -52,6 +77,7 @@ def bernoulli_log_likelihood(x, logits):
         (B,) log-likelihood in nats.
     """
     x, logits = _tensors(x, logits)
+    _check_shapes(("x", "logits"), x, logits)
     return _sum_over_example(x * logits - ops.softplus(logits))
 
 
@@ -62,28 +88,38 @@ def gaussian_log_likelihood(x, mean, noise_std=1.0):
     ``-0.5 * ||x - mean||^2 / noise_std**2`` plus a constant.
     """
     x, mean = _tensors(x, mean)
+    _check_shapes(("x", "mean"), x, mean)
     squared = ops.square((x - mean) / noise_std)
     per_pixel = -0.5 * (squared + LOG_2PI) - math.log(noise_std)
     return _sum_over_example(per_pixel)
 
 
-def reconstruction(x, decoder_output, likelihood="bernoulli", noise_std=1.0):
+def reconstruction(x, logits, likelihood="bernoulli", noise_std=1.0):
     """Term 1's integrand, negated: ``-log p(x|z)`` for one decoded ``z``, (B,).
 
-    With one ``z ~ q(z|x)`` per example this is the single-sample Monte-Carlo
-    estimate of ``-E_q[log p(x|z)]``.
+    The one place that decides the likelihood. The decoder always gives
+    logits; the Bernoulli reads them directly (exact and stable), the Gaussian
+    uses ``sigmoid(logits)`` as its mean. With one ``z ~ q(z|x)`` per example
+    this is the single-sample Monte-Carlo estimate of ``-E_q[log p(x|z)]``.
 
     Args:
-        x: images (B, ...).
-        decoder_output: logits for ``"bernoulli"``; the mean image for
-            ``"gaussian"`` (the decoder's logits passed through a sigmoid).
-        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        x: images (B, ...), values in [0, 1].
+        logits: the decoder's output for ``z``, same shape as ``x``.
+        likelihood: ``"bernoulli"`` or ``"gaussian"`` (mean ``sigmoid(logits)``,
+            fixed standard deviation ``noise_std``).
         noise_std: the Gaussian likelihood's fixed standard deviation.
+
+    Returns:
+        (B,) ``-log p(x|z)`` in nats.
+
+    Raises:
+        ValueError: for an unknown ``likelihood`` or shapes that differ.
     """
     if likelihood == "bernoulli":
-        return -bernoulli_log_likelihood(x, decoder_output)
+        return -bernoulli_log_likelihood(x, logits)
     if likelihood == "gaussian":
-        return -gaussian_log_likelihood(x, decoder_output, noise_std)
+        (logits,) = _tensors(logits)
+        return -gaussian_log_likelihood(x, ops.sigmoid(logits), noise_std)
     raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
 
 
@@ -94,6 +130,7 @@ def prior_kl_per_dim(z_mean, z_log_var):
     ``0.5 * (mu^2 + sigma^2 - 1 - log sigma^2)``. No sampling needed.
     """
     z_mean, z_log_var = _tensors(z_mean, z_log_var)
+    _check_shapes(("z_mean", "z_log_var"), z_mean, z_log_var)
     return 0.5 * (ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var)
 
 
@@ -109,6 +146,9 @@ def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):
     ``prior_kl`` is the case ``mean_p = 0, log_var_p = 0``.
     """
     mean_q, log_var_q, mean_p, log_var_p = _tensors(mean_q, log_var_q, mean_p, log_var_p)
+    _check_shapes(("mean_q", "log_var_q"), mean_q, log_var_q)
+    _check_shapes(("mean_p", "log_var_p"), mean_p, log_var_p)
+    _check_shapes(("mean_q", "mean_p"), mean_q, mean_p, trailing=1)
     var_ratio = ops.exp(log_var_q - log_var_p)
     mean_term = ops.square(mean_q - mean_p) / ops.exp(log_var_p)
     return 0.5 * ops.sum(var_ratio + mean_term - 1.0 - (log_var_q - log_var_p), axis=-1)
@@ -117,6 +157,8 @@ def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):
 def diagonal_gaussian_log_density(z, mean, log_var):
     """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis."""
     z, mean, log_var = _tensors(z, mean, log_var)
+    _check_shapes(("mean", "log_var"), mean, log_var)
+    _check_shapes(("z", "mean"), z, mean, trailing=len(mean.shape))
     per_dim = -0.5 * (LOG_2PI + log_var + ops.square(z - mean) / ops.exp(log_var))
     return ops.sum(per_dim, axis=-1)
 
@@ -160,6 +202,8 @@ def importance_log_weights(x, z, z_mean, z_log_var, decoder_logits):
         decoder_logits: Bernoulli logits for each sample, (S, B, ...).
     """
     x, z, decoder_logits = _tensors(x, z, decoder_logits)
+    _check_shapes(("x", "decoder_logits"), x, decoder_logits, trailing=len(x.shape))
+    _check_shapes(("z", "z_mean"), z, _tensors(z_mean)[0], trailing=2)
     samples = ops.shape(z)[0]
     flat_logits = ops.reshape(decoder_logits, (samples * ops.shape(x)[0], -1))
     flat_x = ops.tile(ops.reshape(x, (1, ops.shape(x)[0], -1)), (samples, 1, 1))

@@ -31,8 +31,17 @@ class Sampling(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, z_mean, z_log_var):
-        eps = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        # float32 even under a mixed-precision policy: the same seed gives the
+        # same eps, and exp() of a large z_log_var does not overflow float16.
+        z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+        eps = keras.random.normal(ops.shape(z_mean), dtype="float32", seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * eps
+
+    def build(self, z_mean_shape, z_log_var_shape):
+        # Nothing to create. Named after call()'s arguments so that Keras records
+        # the shapes under these keys, the ones compute_output_shape (and so
+        # model.summary()) is called with.
+        self.built = True
 
     def compute_output_shape(self, z_mean_shape, z_log_var_shape):
         return z_mean_shape

@@ -83,10 +83,20 @@ class LinearGaussian:
         return -0.5 * (self.data_dim * LOG_2PI + logdet + maha)
 
     def posterior(self, x):
-        """The true posterior ``p(z|x) = N(mean, cov)``.
+        """The true posterior ``p(z|x) = N(mean, cov)``, in closed form.
 
-        ``cov = (I + W^T W / s^2)^{-1}`` is the same for every ``x``;
-        ``mean = cov W^T (x - b) / s^2``.
+        Completing the square in ``log p(x|z) + log p(z)`` (Bishop 2006,
+        eq. 2.116-2.117) gives::
+
+            precision = I + W^T W / s^2           (the same for every x)
+            cov       = precision^{-1}
+            mean      = cov W^T (x - b) / s^2     (linear in x)
+
+        with ``s = noise_std``. ``cov`` is diagonal exactly when ``W^T W`` is,
+        that is when the columns of ``W`` are orthogonal.
+
+        Args:
+            x: data, (N, D) or (D,).
 
         Returns:
             ``(mean, cov)``: (N, d) and (N, d, d).
@@ -147,17 +157,27 @@ class LinearGaussian:
     def decompose(self, x, q_mean, q_log_var):
         """All the parts of ``log p(x) = term1 - term2 + term3``, each (N,).
 
+        Every part is a log-density or a KL, with the sign it has in that
+        identity. Term 1 is ``+E_q[log p(x|z)]`` (usually negative); the loss
+        ``kvae.elbo.reconstruction`` is its negative, ``-log p(x|z)``.
+
+        Args:
+            x: data, (N, D).
+            q_mean: means of the diagonal Gaussian ``q(z|x)``, (N, d).
+            q_log_var: its log-variances, (N, d).
+
         Returns:
-            dict with ``reconstruction`` (term 1, ``E_q[log p(x|z)]``),
-            ``prior_kl`` (term 2), ``posterior_kl`` (term 3), ``elbo``
-            (term 1 - term 2) and ``log_evidence`` (exact ``log p(x)``).
+            dict with ``expected_log_likelihood`` (term 1,
+            ``E_q[log p(x|z)]``), ``prior_kl`` (term 2), ``posterior_kl``
+            (term 3), ``elbo`` (term 1 - term 2) and ``log_evidence`` (exact
+            ``log p(x)``).
         """
-        reconstruction = self.expected_log_likelihood(x, q_mean, q_log_var)
+        expected_log_likelihood = self.expected_log_likelihood(x, q_mean, q_log_var)
         prior_kl = self.prior_kl(q_mean, q_log_var)
         return {
-            "reconstruction": reconstruction,
+            "expected_log_likelihood": expected_log_likelihood,
             "prior_kl": prior_kl,
             "posterior_kl": self.posterior_kl(x, q_mean, q_log_var),
-            "elbo": reconstruction - prior_kl,
+            "elbo": expected_log_likelihood - prior_kl,
             "log_evidence": self.log_evidence(x),
         }

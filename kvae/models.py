@@ -1,45 +1,168 @@
 """AE and VAE: one loss, written once in ``keras.ops``; the backend's step plugged in.
 
 ``compute_terms`` is the whole objective. ``train_step`` and ``test_step``
-come from ``kvae.backends.<backend>.TrainStep`` and only differentiate it.
+come from the backend's mixin in ``kvae.backends`` and only differentiate it.
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
 from kvae import elbo
-from kvae.backends import train_step_mixin
-from kvae.data import check_images
+from kvae.data import IMAGE_SHAPE, check_images, checked_data
 from kvae.layers import Sampling
 
+if keras.backend.backend() == "tensorflow":
+    from kvae.backends.tensorflow import TensorFlowTrainStep as TrainStep
+elif keras.backend.backend() == "jax":
+    from kvae.backends.jax import JaxTrainStep as TrainStep
+elif keras.backend.backend() == "torch":
+    from kvae.backends.torch import TorchTrainStep as TrainStep
+else:
+    raise RuntimeError(
+        f"kvae runs on tensorflow, jax or torch; Keras is on {keras.backend.backend()!r}"
+    )
+
 LIKELIHOODS = ("bernoulli", "gaussian")
-# Training steps run per call into the compiled function. On TensorFlow they are
-# fused into one graph loop, and on every backend the per-step Python work
-# (callbacks, reading metrics back) happens once per group: on a 2-core CPU this
-# took fit from 0.77 to 0.92 of a hand-written jax.jit loop's speed, and from
-# 0.75 to 1.19 of a tf.function loop's (benchmarks/README.md). The price is a
-# progress bar and NaN check that move 16 batches at a time. Keras's PyTorch
-# trainer runs one step per call only.
+# Steps per call into the compiled function: per-step Python work (callbacks,
+# reading metrics back) then happens once per group, which makes fit markedly
+# faster on CPU (benchmarks/README.md). Keras's PyTorch trainer allows only 1.
 STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
+# A beta this large multiplies the KL's gradient enough to need a smaller step.
+LARGE_BETA = 10.0
+
+
+def _finite_number(value, name, minimum=0.0):
+    """A Python float from a Python or NumPy real >= minimum; bools and NaN refused."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    return float(value)
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stop training with a message at the first batch whose loss is not finite."""
+    """Stop training at the first call whose loss is not finite, saying why.
+
+    With ``steps_per_execution=k`` the logs arrive once per group of ``k``
+    batches, so the message names the group (``batches 16..19``), clipped to
+    the epoch's length, and which term (``reconstruction_loss``, ``kl_loss``)
+    went non-finite; its advice follows the likely cause.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.first_batch = batch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            terms = ", ".join(f"{k}={float(v):g}" for k, v in logs.items())
-            raise FloatingPointError(
-                f"training stopped: the loss is not finite at batch {batch} ({terms}). "
-                "Lower the learning rate, or check the inputs for extreme values."
+        logs = logs or {}
+        if "loss" not in logs or math.isfinite(float(logs["loss"])):
+            return
+        steps = self.params.get("steps")
+        last = min(batch, steps - 1) if steps else batch
+        first = min(getattr(self, "first_batch", last), last)
+        where = f"batch {last}" if first == last else f"batches {first}..{last} (one call)"
+        bad = [k for k, v in logs.items() if not math.isfinite(float(v)) and k != "loss"]
+        terms = ", ".join(f"{k}={float(v):g}" for k, v in logs.items())
+        raise FloatingPointError(
+            f"training stopped: the loss is not finite at {where}: "
+            f"{' and '.join(bad) or 'loss'} went non-finite ({terms}). {self._advice(bad)}"
+        )
+
+    def _advice(self, bad):
+        model = self.model
+        getattr(model, "jax_state_sync", lambda: None)()  # JAX: read the live values
+        rate = float(ops.convert_to_numpy(model.optimizer.learning_rate))
+        beta = getattr(model, "beta", 0.0)
+        if beta >= LARGE_BETA:
+            return (
+                f"beta={beta:g} multiplies the KL term's gradient: lower the learning rate "
+                f"(now {rate:g}) by about that factor, or raise beta gradually "
+                "(kvae.callbacks.KLWarmup)."
             )
+        if bad == ["kl_loss"]:
+            return f"z_log_var grew until exp() overflowed: lower the learning rate (now {rate:g})."
+        return f"Lower the learning rate (now {rate:g}), or check the inputs for extreme values."
 
 
-class LatentModel(train_step_mixin(), keras.Model):
+def _static_shape(tensor):
+    return tuple(None if d is None else int(d) for d in tensor.shape)
+
+
+def _image_shape(encoder, decoder):
+    """The image shape the encoder takes: from its Input, else the decoder's output."""
+    for network, attribute in ((encoder, "input_shape"), (decoder, "output_shape")):
+        try:
+            shape = getattr(network, attribute)
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(shape, tuple) and len(shape) > 1 and not isinstance(shape[0], tuple):
+            return tuple(shape[1:])
+    return IMAGE_SHAPE
+
+
+def _probe(encoder, decoder):
+    """Run both networks on two blank images; return ``(latent_dim, image_shape)``.
+
+    Checks, with the expected and received shapes, what the model relies on:
+    the encoder returns ``[z_mean, z_log_var]`` of equal shape (B, D), and the
+    decoder returns image-shaped logits (the encoder's input shape). Unknown
+    sides (``Input((None, None, 1))``) are probed at MNIST's 28x28.
+    """
+    image_shape = _image_shape(encoder, decoder)
+    pairs = zip(image_shape, IMAGE_SHAPE, strict=False)
+    concrete = tuple(s if s is not None else m for s, m in pairs)
+    outputs = encoder(np.zeros((2, *concrete), "float32"))
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
+        shapes = (
+            [_static_shape(t) for t in outputs]
+            if isinstance(outputs, (list, tuple))
+            else (_static_shape(outputs))
+        )
+        raise ValueError(
+            "expected the encoder to return two tensors [z_mean, z_log_var], each "
+            f"(batch, latent_dim); received {shapes}. kvae samples z itself (kvae.Sampling): "
+            "return z_mean and z_log_var only."
+        )
+    mean_shape, log_var_shape = (_static_shape(t) for t in outputs)
+    if len(mean_shape) != 2 or mean_shape != log_var_shape:
+        raise ValueError(
+            "expected the encoder's z_mean and z_log_var to have the same shape "
+            f"(batch, latent_dim); received {mean_shape} and {log_var_shape}"
+        )
+    logits = decoder(np.zeros(mean_shape, "float32"))
+    received = _static_shape(logits)
+    if received != (2, *concrete):
+        raise ValueError(
+            "expected the decoder to return logits shaped like the encoder's input, "
+            f"(batch, {', '.join(map(str, concrete))}); received {received}. "
+            f"End a dense decoder with keras.layers.Reshape({concrete})."
+        )
+    _refuse_probabilities(decoder)
+    return mean_shape[1], image_shape
+
+
+def _refuse_probabilities(decoder):
+    """Refuse a decoder ending in sigmoid/softmax: the likelihood needs logits."""
+    shape_only = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.InputLayer)
+    layers = getattr(decoder, "layers", [])
+    layers = [layer for layer in layers if not isinstance(layer, shape_only)]
+    activation = getattr(layers[-1], "activation", None) if layers else None
+    name = getattr(activation, "__name__", "")
+    if name in ("sigmoid", "softmax"):
+        raise ValueError(
+            f"expected the decoder to return logits, received a last layer "
+            f"{layers[-1].name!r} with activation={name!r}. The likelihood applies the "
+            "sigmoid itself (exactly, on logits): remove the activation."
+        )
+
+
+class LatentModel(TrainStep, keras.Model):
     """What AE and VAE share: the networks, metrics, input checks, saving.
 
     Subclasses define ``compute_terms(x, training) -> (loss, terms)``, where
@@ -53,6 +176,7 @@ class LatentModel(train_step_mixin(), keras.Model):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        self.latent_dim, self.image_shape = _probe(encoder, decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
@@ -82,19 +206,36 @@ class LatentModel(train_step_mixin(), keras.Model):
         return self.decode(z_mean)
 
     def reconstruction(self, x, z, training):
-        """``-log p(x|z)`` per example, (B,)."""
-        logits = self.decoder(z, training=training)
-        decoded = logits if self.likelihood == "bernoulli" else ops.sigmoid(logits)
-        return elbo.reconstruction(x, decoded, self.likelihood)
+        """``-log p(x|z)`` per example, (B,), in float32 (``kvae.elbo`` decides the likelihood)."""
+        return elbo.reconstruction(x, self.decoder(z, training=training), self.likelihood)
 
     def update_metrics(self, terms):
         for tracker in self.trackers:
             tracker.update_state(terms[tracker.name])
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
-    def compile(self, *args, steps_per_execution=STEPS_PER_EXECUTION, **kwargs):
-        """``keras.Model.compile``; ``steps_per_execution`` defaults to 16 (1 on PyTorch)."""
-        super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
+    def compile(self, optimizer="rmsprop", steps_per_execution=STEPS_PER_EXECUTION, **kwargs):
+        """``keras.Model.compile`` with the model's own loss and metrics.
+
+        ``steps_per_execution`` defaults to 16 (1 on PyTorch, which allows no
+        other): 16 batches run per call into the compiled step, so per-batch
+        callbacks (``on_train_batch_end``, the progress bar, the NaN check)
+        fire once every 16 batches, with the metrics' running means.
+        ``steps_per_execution=1`` makes them fire every batch, at some speed.
+
+        Raises:
+            ValueError: for ``loss``, ``loss_weights``, ``metrics`` or
+                ``weighted_metrics``: the model computes its own.
+        """
+        given = ("loss", "loss_weights", "metrics", "weighted_metrics")
+        given = [name for name in given if kwargs.get(name) is not None]
+        if given:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss and metrics "
+                f"({', '.join(self.metric_names)}); compile() takes no {', '.join(given)}. "
+                f"Received {', '.join(f'{n}={kwargs[n]!r}' for n in given)}."
+            )
+        super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips this for models that override compile(); ours only adds a
@@ -103,19 +244,27 @@ class LatentModel(train_step_mixin(), keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, callbacks=None, **kwargs):
-        """``keras.Model.fit`` after checking array inputs, stopping on a NaN loss."""
-        self._check(x)
+    def fit(self, x=None, y=None, callbacks=None, validation_data=None, **kwargs):
+        """``keras.Model.fit`` after checking the inputs, stopping on a NaN loss.
+
+        The first batch of every data source (arrays, ``tf.data``, a
+        ``PyDataset``, a generator, a torch ``DataLoader``), validation data
+        included, is checked before training starts; a generator keeps it.
+        """
+        _refuse_weights(kwargs)
+        x = self._checked(x)
+        validation_data = self._checked(validation_data, "validation_data")
         callbacks = [*(callbacks or []), StopOnNaN()]
-        return super().fit(x, y, callbacks=callbacks, **kwargs)
+        return super().fit(x, y, callbacks=callbacks, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
-        self._check(x)
-        return super().evaluate(x, y, **kwargs)
+        _refuse_weights(kwargs)
+        return super().evaluate(self._checked(x), y, **kwargs)
 
-    def _check(self, x):
-        if isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype")):
-            check_images(ops.convert_to_numpy(x), self.likelihood, self.encoder.input_shape[1:])
+    def _checked(self, data, name="x"):
+        return checked_data(
+            data, lambda images: check_images(images, self.likelihood, self.image_shape), name
+        )
 
     def get_config(self):
         return {
@@ -133,6 +282,15 @@ class LatentModel(train_step_mixin(), keras.Model):
         return cls(**config)
 
 
+def _refuse_weights(kwargs):
+    given = [k for k in ("sample_weight", "class_weight") if kwargs.get(k) is not None]
+    if given:
+        raise ValueError(
+            f"kvae models take no {' or '.join(given)}: the loss is the per-example "
+            "-ELBO averaged over the batch, and weighting it would change the objective."
+        )
+
+
 @keras.saving.register_keras_serializable(package="kvae")
 class VAE(LatentModel):
     """A variational autoencoder with its own ``train_step`` on every backend.
@@ -141,7 +299,13 @@ class VAE(LatentModel):
     when ``beta == 1``, with one Monte-Carlo sample of ``z`` for term 1 and the
     closed-form KL for term 2 (``kvae.elbo``). Metrics, in nats per example:
     ``loss``, ``reconstruction_loss`` (``-log p(x|z)`` summed over pixels) and
-    ``kl_loss`` (``KL(q(z|x) || N(0, I))`` summed over latent dimensions).
+    ``kl_loss`` (``KL(q(z|x) || N(0, I))`` summed over latent dimensions,
+    always the true KL, also with ``free_bits``).
+
+    ``beta`` is state: ``vae.beta = 4.0`` (from a callback, between fits)
+    takes effect at the next step, in training and validation, on every
+    backend, and ``get_config`` saves the current value. ``kvae.callbacks``
+    anneals it.
 
     Example:
 
@@ -150,43 +314,140 @@ class VAE(LatentModel):
     >>> history = vae.fit(x_train, epochs=2, batch_size=128)
 
     Args:
-        encoder: images -> ``[z_mean, z_log_var]`` (``kvae.build_encoder``).
-        decoder: ``z`` -> logits, image-shaped (``kvae.build_decoder``).
+        encoder: images -> ``[z_mean, z_log_var]``, each (B, D) (``kvae.build_encoder``).
+        decoder: ``z`` -> logits shaped like the images (``kvae.build_decoder``).
         beta: weight of the KL term, >= 0. ``beta=0`` turns it off.
-        likelihood: ``"bernoulli"`` (from logits; pixels must be in [0, 1]) or
-            ``"gaussian"`` (unit-variance Gaussian around ``sigmoid(logits)``:
-            half the summed squared error, plus a constant).
+        likelihood: ``"bernoulli"`` (from logits) or ``"gaussian"``
+            (unit-variance Gaussian around ``sigmoid(logits)``: half the summed
+            squared error, plus a constant). Pixels must be in [0, 1].
         seed: seed for the ``Sampling`` layer's noise, or None.
+        free_bits: a floor, in nats, on each latent dimension's KL averaged
+            over the batch (Kingma et al. 2016, "free bits"): the loss uses
+            ``sum_d max(mean_batch KL_d, free_bits)``, so a dimension below it
+            is not pushed further to the prior. 0 (default) turns it off.
 
     Raises:
-        ValueError: for ``beta < 0`` or an unknown ``likelihood``; from
-            ``fit``/``evaluate``, for images of the wrong shape, NaN or
-            infinite values, or values outside [0, 1] with the Bernoulli.
+        ValueError: for ``beta`` or ``free_bits`` not a finite number >= 0 (or
+            a bool), an unknown ``likelihood``, an encoder that does not
+            return ``[z_mean, z_log_var]`` of equal (B, D) shape, a decoder
+            whose output is not image-shaped or ends in sigmoid/softmax; from
+            ``compile``, a ``loss`` or ``metrics``; from ``fit``/``evaluate``,
+            bad images (dtype, shape, NaN, range) in any data source, or
+            sample weights.
     """
 
     metric_names = ("loss", "reconstruction_loss", "kl_loss")
 
-    def __init__(self, encoder, decoder, beta=1.0, likelihood="bernoulli", seed=None, **kwargs):
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        beta=1.0,
+        likelihood="bernoulli",
+        seed=None,
+        free_bits=0.0,
+        **kwargs,
+    ):
+        beta = _finite_number(beta, "beta")
+        self.free_bits = _finite_number(free_bits, "free_bits")
         super().__init__(encoder, decoder, likelihood=likelihood, **kwargs)
-        self.beta = float(beta)
+        # float32 and never autocast: read as is under mixed precision.
+        self.beta_variable = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(beta),
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+            name="beta",
+        )
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
         self.build()
+
+    @property
+    def beta(self):
+        """The KL weight, a Python float; assign to change it from the next step."""
+        getattr(self, "jax_state_sync", lambda: None)()  # JAX mid-fit: see the setter
+        return float(ops.convert_to_numpy(self.beta_variable.value))
+
+    @beta.setter
+    def beta(self, value):
+        value = _finite_number(value, "beta")
+        # The step reads beta_variable: TF's graph reads it at every step,
+        # PyTorch runs eagerly. JAX's fit instead carries every variable's
+        # value in its own `state` and copies it back only at the end of an
+        # epoch, so a bare assign mid-epoch would be ignored and then
+        # overwritten. jax_state_sync() first writes that state back into the
+        # variables and marks it synced; Keras's fit loop then rebuilds
+        # `state` from the variables, with the new beta, before its next call
+        # of the train function (also with steps_per_execution > 1).
+        getattr(self, "jax_state_sync", lambda: None)()
+        self.beta_variable.assign(value)
 
     def compute_terms(self, x, training=False):
         """The loss and its per-example terms; the one place the objective is written."""
         z_mean, z_log_var = self.encoder(x, training=training)  # (B, D) each
         z = self.sampling(z_mean, z_log_var)  # one sample per example
-        reconstruction = self.reconstruction(x, z, training)  # (B,)
-        kl = elbo.prior_kl(z_mean, z_log_var)  # (B,)
-        per_example = reconstruction + self.beta * kl
+        reconstruction = self.reconstruction(x, z, training)  # (B,) float32
+        kl_per_dim = elbo.prior_kl_per_dim(z_mean, z_log_var)  # (B, D) float32
+        kl = ops.sum(kl_per_dim, axis=-1)
+        penalised = kl
+        if self.free_bits > 0:  # a batch statistic, the same for every example
+            floored = ops.maximum(ops.mean(kl_per_dim, axis=0), self.free_bits)
+            penalised = ops.ones_like(kl) * ops.sum(floored)
+        per_example = reconstruction + self.beta_variable.value * penalised
         terms = {"loss": per_example, "reconstruction_loss": reconstruction, "kl_loss": kl}
         return ops.mean(per_example), terms
 
+    def sample(self, n, sampler=None, seed=None, binary=False):
+        """Draw ``n`` images from the model: decode latent codes.
+
+        ``sampler=None`` draws ``z ~ N(0, I)`` with NumPy's
+        ``default_rng(seed)`` (the same images for a seed on every backend);
+        otherwise ``z = sampler.sample_latents(n, seed=seed)``.
+
+        Example:
+
+        >>> images = vae.sample(16, seed=0)  # (16, 28, 28, 1), Bernoulli means
+
+        Args:
+            n: number of images, a positive integer.
+            sampler: None, or an object with ``sample_latents(n, seed=None)``
+                returning a NumPy (n, latent_dim) array.
+            seed: int seed for the latent draw and the binary draw, or None.
+            binary: False for the Bernoulli means; True for a draw from them.
+
+        Returns:
+            float32 NumPy array (n, *image_shape) in [0, 1] ({0, 1} if ``binary``).
+
+        Raises:
+            ValueError: ``n`` not a positive integer, or the sampler's output
+                not of shape (n, latent_dim).
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        rng = np.random.default_rng(seed)
+        if sampler is None:
+            z = rng.standard_normal((int(n), self.latent_dim))
+        else:
+            z = np.asarray(sampler.sample_latents(int(n), seed=seed))
+            if z.shape != (n, self.latent_dim):
+                raise ValueError(
+                    f"expected sampler.sample_latents({n}) to return shape "
+                    f"({n}, {self.latent_dim}), got {z.shape}"
+                )
+        means = np.asarray(ops.convert_to_numpy(self.decode(z.astype("float32"))), "float32")
+        if binary:
+            return (rng.random(means.shape) < means).astype("float32")
+        return means
+
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "beta": self.beta,
+            "seed": self.seed,
+            "free_bits": self.free_bits,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -194,19 +455,39 @@ class AE(LatentModel):
     """The plain autoencoder baseline: ``z = z_mean``, a point, no sampling, no KL.
 
     Uses the same kind of encoder and decoder as ``VAE``, so the two can be
-    trained side by side. The encoder's ``z_log_var`` head has no role here, so
-    the AE freezes it (no gradient reaches it). Metrics: ``loss`` and
-    ``reconstruction_loss``, which are equal.
+    trained side by side. The encoder's ``z_log_var`` head has no role here: the
+    AE trains only the weights its loss reaches (for a functional encoder,
+    those on the path to ``z_mean``) and changes no flag of the networks it is
+    given, so a VAE built later on the same encoder trains them all. Metrics:
+    ``loss`` and ``reconstruction_loss``, which are equal.
     """
 
     def __init__(self, encoder, decoder, **kwargs):
         super().__init__(encoder, decoder, **kwargs)
-        if any(layer.name == "z_log_var" for layer in encoder.layers):
-            encoder.get_layer("z_log_var").trainable = False
+        self._unreached = frozenset(id(v) for v in _unreached_by_z_mean(encoder))
         self.build()
+
+    @property
+    def trainable_weights(self):
+        unreached = getattr(self, "_unreached", ())
+        return [v for v in super().trainable_weights if id(v) not in unreached]
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
 
     def compute_terms(self, x, training=False):
         z_mean, _ = self.encoder(x, training=training)
         reconstruction = self.reconstruction(x, z_mean, training)
         terms = {"loss": reconstruction, "reconstruction_loss": reconstruction}
         return ops.mean(reconstruction), terms
+
+
+def _unreached_by_z_mean(encoder):
+    """The encoder's weights that do not feed ``z_mean`` (none known if not functional)."""
+    try:
+        head = keras.Model(encoder.inputs, encoder.outputs[0])
+    except (AttributeError, ValueError, TypeError):
+        return []
+    reached = {id(v) for v in head.trainable_weights}
+    return [v for v in encoder.trainable_weights if id(v) not in reached]

@@ -1,22 +1,30 @@
 """Encoder and decoder networks: images -> (z_mean, z_log_var), z -> logits."""
 
 import math
+import numbers
 
 import keras
 from keras import layers
 
-IMAGE_SHAPE = (28, 28, 1)
+from kvae.data import IMAGE_SHAPE
+
 KINDS = ("mlp", "conv")
 CONV_FILTERS = (32, 64)  # each conv layer halves the image side: 28 -> 14 -> 7
 
 
+def _is_count(value):
+    """A positive integer: Python or NumPy, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _check(latent_dim, kind, hidden):
-    if not isinstance(latent_dim, int) or latent_dim < 1:
+    if not _is_count(latent_dim):
         raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if any(not isinstance(w, int) or w < 1 for w in hidden):
+    if any(not _is_count(w) for w in hidden):
         raise ValueError(f"hidden must be a tuple of positive widths, got {hidden!r}")
+    return int(latent_dim), tuple(int(w) for w in hidden)
 
 
 def build_encoder(latent_dim=2, kind="mlp", hidden=(512,), input_shape=IMAGE_SHAPE):
@@ -46,8 +54,7 @@ def build_encoder(latent_dim=2, kind="mlp", hidden=(512,), input_shape=IMAGE_SHA
     Raises:
         ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
     """
-    hidden = tuple(hidden)
-    _check(latent_dim, kind, hidden)
+    latent_dim, hidden = _check(latent_dim, kind, tuple(hidden))
     images = keras.Input(shape=input_shape, name="images")
     h = images
     if kind == "conv":
@@ -83,8 +90,7 @@ def build_decoder(latent_dim=2, kind="mlp", hidden=(512,), output_shape=IMAGE_SH
     Raises:
         ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
     """
-    hidden = tuple(hidden)
-    _check(latent_dim, kind, hidden)
+    latent_dim, hidden = _check(latent_dim, kind, tuple(hidden))
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for width in reversed(hidden):

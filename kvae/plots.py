@@ -2,9 +2,11 @@
 
 Every function takes ``lang="en" | "ko"`` for its labels and returns the
 matplotlib ``Figure`` it drew on (the one holding ``ax`` when ``ax`` is given),
-so a caller can ``fig.savefig(...)`` or let Jupyter show it. Importing this
-module registers a font with Hangul (NanumGothic, shipped by
-``koreanize-matplotlib``) so Korean labels render instead of empty boxes.
+so a caller can ``fig.savefig(...)`` or let Jupyter show it. The first Korean
+figure registers a font with Hangul (NanumGothic, shipped by
+``koreanize-matplotlib``) so Korean labels render instead of empty boxes;
+importing this module changes no matplotlib setting. Code that draws Korean
+text with matplotlib directly calls ``use_hangul_font()`` first.
 """
 
 import importlib.util
@@ -15,6 +17,8 @@ import numpy as np
 from matplotlib import font_manager
 from matplotlib.collections import EllipseCollection
 from matplotlib.ticker import MaxNLocator
+
+from kvae.config import LANGS
 
 HANGUL_FONT = "NanumGothic"
 
@@ -29,20 +33,21 @@ def use_hangul_font():
     of log-axis ticks (``10^{-1}``) is missing; format such ticks with
     ``matplotlib.ticker.FormatStrFormatter("%g")``.
     """
+    global _hangul_registered
     spec = importlib.util.find_spec("koreanize_matplotlib")
     fonts = pathlib.Path(spec.submodule_search_locations[0]) / "fonts"
     font_manager.fontManager.addfont(str(fonts / f"{HANGUL_FONT}.ttf"))
     plt.rcParams["font.family"] = [HANGUL_FONT, "DejaVu Sans"]
     plt.rcParams["axes.unicode_minus"] = False
+    _hangul_registered = True
 
 
-use_hangul_font()
-
-LANGS = ("en", "ko")
+_hangul_registered = False
 LABELS = {
     "en": {
         "z1": "$z_1$",
         "z2": "$z_2$",
+        "active": "the two most active of {d} dimensions",
         "digit": "digit",
         "epoch": "epoch",
         "nats": "nats per example",
@@ -67,6 +72,7 @@ LABELS = {
     "ko": {
         "z1": "$z_1$",
         "z2": "$z_2$",
+        "active": "{d}개 차원 중 가장 활발한 두 차원",
         "digit": "숫자",
         "epoch": "에폭",
         "nats": "예제당 nats",
@@ -95,6 +101,8 @@ def labels(lang):
     """The label table for ``lang``; refuses languages it has no labels for."""
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
+    if lang == "ko" and not _hangul_registered:
+        use_hangul_font()  # on first use: importing kvae.plots leaves matplotlib as it was
     return LABELS[lang]
 
 
@@ -133,19 +141,30 @@ def image_grid(images, ncols=10, ax=None, title=None):
 def latent_scatter(
     z_mean, labels_, z_log_var=None, ax=None, lang="en", title=None, max_points=2000
 ):
-    """Encoded means coloured by digit; with ``z_log_var``, a 1-sigma ellipse per point.
+    """Encoded means coloured by digit; with ``z_log_var``, each point's 1-sigma extent.
 
-    The ellipse is the region ``q(z|x)`` puts most of its mass in: the VAE maps
-    an image to a cloud, not a point. Only the first two latent dimensions are
-    drawn.
+    The extent is the region ``q(z|x)`` puts most of its mass in: the VAE maps
+    an image to a cloud, not a point. Two dimensions are drawn whole, with an
+    ellipse per point. One dimension is drawn as a strip per digit (z across,
+    digit up, a 1-sigma bar per point). With more than two, the two most active
+    dimensions (largest variance of ``z_mean`` over the data, the ones the
+    decoder uses) are drawn, and the title says so.
     """
     text = labels(lang)
-    z_mean = np.asarray(z_mean)[:max_points, :2]
+    z_mean = np.asarray(z_mean)[:max_points]
     digits = np.asarray(labels_)[:max_points]
+    sigma = None if z_log_var is None else np.exp(0.5 * np.asarray(z_log_var)[:max_points])
+    if z_mean.shape[1] == 1:
+        return _latent_strip(z_mean[:, 0], digits, sigma, ax, text, title)
+    dims = [0, 1]
+    if z_mean.shape[1] > 2:
+        dims = sorted(np.argsort(-np.var(z_mean, axis=0), kind="stable")[:2].tolist())
+        title = title or f"{text['latent']}: {text['active'].format(d=z_mean.shape[1])}"
+    z_mean = z_mean[:, dims]
     fig, ax = _axes(ax, (6, 5.5))
     colours = plt.get_cmap("tab10")(digits % 10)
-    if z_log_var is not None:
-        sigma = np.exp(0.5 * np.asarray(z_log_var)[:max_points, :2])
+    if sigma is not None:
+        sigma = sigma[:, dims]
         ellipses = EllipseCollection(
             widths=2 * sigma[:, 0],
             heights=2 * sigma[:, 1],
@@ -162,10 +181,26 @@ def latent_scatter(
         z_mean[:, 0], z_mean[:, 1], c=digits, cmap="tab10", s=4, vmin=-0.5, vmax=9.5
     )
     fig.colorbar(points, ax=ax, ticks=range(10), label=text["digit"])
-    ax.set_xlabel(text["z1"])
-    ax.set_ylabel(text["z2"])
+    ax.set_xlabel(f"$z_{{{dims[0] + 1}}}$")
+    ax.set_ylabel(f"$z_{{{dims[1] + 1}}}$")
     ax.set_aspect("equal", adjustable="box")  # "datalim" would fight later set_xlim calls
     ax.autoscale_view()
+    ax.set_title(title or text["latent"])
+    return fig
+
+
+def _latent_strip(z, digits, sigma, ax, text, title):
+    """A one-dimensional latent space: one row per digit, jittered so the points separate."""
+    fig, ax = _axes(ax, (6, 4.5))
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(z))
+    rows = digits + jitter
+    colours = plt.get_cmap("tab10")(digits % 10)
+    if sigma is not None:
+        ax.hlines(rows, z - sigma[:, 0], z + sigma[:, 0], colors=colours, alpha=0.08)
+    ax.scatter(z, rows, c=digits, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    ax.set_yticks(range(10))
+    ax.set_xlabel(text["z1"])
+    ax.set_ylabel(text["digit"])
     ax.set_title(title or text["latent"])
     return fig
 

@@ -11,106 +11,51 @@ again, under whichever backend Keras is running on. A run folder holds::
                     log p(x) bound, in nats per example; backend, versions, wall time
     figures/*.png   loss curves, reconstructions, latent scatter, decoded latent
                     grid (latent_dim == 2), interpolation strip, prior samples
+    kvae-run.json   the run's id and the list of files above (see kvae.rundir)
 
-A run is built in a hidden sibling folder and renamed into place when it is
-complete, so an interrupted run leaves no half-written model behind.
+Settings live in ``kvae.config`` and folders in ``kvae.rundir``; this module
+fits and evaluates. ``TrainConfig`` and ``ConfigError`` are importable from
+here too.
 """
 
-import contextlib
-import csv
 import dataclasses
-import json
-import math
-import os
 import pathlib
-import secrets
-import shutil
 import time
 
 import keras
 import numpy as np
 from keras import ops
 
-from kvae import elbo
-from kvae.data import SOURCES, load_mnist
+from kvae import elbo, rundir
+from kvae.config import IW_MEMORY_BUDGET, PIXELS, ConfigError, TrainConfig
+from kvae.data import load_mnist
 from kvae.models import VAE
-from kvae.networks import KINDS, build_decoder, build_encoder
+from kvae.networks import build_decoder, build_encoder
+from kvae.rundir import CONFIG_FILE, FIGURES_DIR, HISTORY_FILE, METRICS_FILE, MODEL_FILE
 
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
-FIGURES_DIR = "figures"
+__all__ = [
+    "CONFIG_FILE",
+    "ConfigError",
+    "FIGURES_DIR",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "TrainConfig",
+    "build_vae",
+    "draw_figures",
+    "encode",
+    "evaluate",
+    "fit",
+    "importance_weighted_log_px",
+    "load_data",
+    "markdown_table",
+    "redraw_figures",
+    "sweep",
+    "train_and_evaluate",
+]
+
 INTERPOLATION_DIGITS = (1, 7)  # two classes with different strokes: the strip shows a morph
-IW_BATCH = 100  # test digits per importance-sampling pass: (k, 100, 28, 28, 1) logits at once
-
-
-class ConfigError(ValueError):
-    """A setting or a run folder that cannot work; the message names it and what was expected."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a run, with its default and the reason for it.
-
-    The defaults train in about a minute on two CPU cores with the bundled data
-    and give a model whose latent space can be drawn whole.
-    """
-
-    latent_dim: int = 2  # two dimensions are drawn whole: scatter and decoded grid
-    kind: str = "mlp"  # dense layers train fastest on a CPU; "conv" is sharper and slower
-    hidden: tuple[int, ...] = (512,)  # one wide hidden layer, as in Kingma & Welling (2014)
-    beta: float = 1.0  # weight of the KL term; 1 makes the loss exactly the negative ELBO
-    epochs: int = 10  # the ELBO still rises after 10 epochs, but slowly; about a minute
-    batch_size: int = 128  # 63 steps per epoch on 8,000 digits: enough updates, cheap steps
-    learning_rate: float = 1e-3  # Adam's usual step; much larger ones can make the loss NaN
-    seed: int = 0  # weights, noise and shuffling: the same seed repeats a run on one backend
-    source: str = "bundled"  # the 8,000 / 2,000 real digits that ship with kvae: no network
-    train_size: int | None = None  # None: the whole training split; fewer for a quick check
-    iw_samples: int = 50  # k in the importance-weighted bound on log p(x)
-    iw_examples: int = 500  # test digits for that bound: k decoder passes each
-
-    def __post_init__(self):
-        _require_int(self, "latent_dim", 1)
-        _require_int(self, "epochs", 1)
-        _require_int(self, "batch_size", 1)
-        _require_int(self, "seed", 0)
-        _require_int(self, "iw_samples", 1)
-        _require_int(self, "iw_examples", 1)
-        if self.train_size is not None:
-            _require_int(self, "train_size", 1)
-        if self.kind not in KINDS:
-            raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.source not in SOURCES:
-            raise ConfigError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if not all(isinstance(w, int) and w >= 1 for w in self.hidden):
-            raise ConfigError(f"hidden must be positive integer widths, got {self.hidden!r}")
-        for name in ("beta", "learning_rate"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.learning_rate == 0:
-            raise ConfigError("learning_rate must be > 0, got 0")
-
-    @classmethod
-    def from_dict(cls, values):
-        """Rebuild a config from ``config.json``; unknown keys are refused, not ignored."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown TrainConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        values = dict(values)
-        if "hidden" in values:
-            values["hidden"] = tuple(values["hidden"])
-        return cls(**values)
-
-
-def _require_int(config, name, minimum):
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+IW_BATCH = 100  # test digits per importance-sampling pass, if the memory budget allows
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -118,6 +63,9 @@ def _require_int(config, name, minimum):
 
 def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
     """Train a VAE with ``config``, evaluate it, and write the run folder ``run_dir``.
+
+    The folder is checked and locked before training (``kvae.rundir.reserve``)
+    and written whole or not at all.
 
     Example:
 
@@ -127,7 +75,8 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
     Args:
         config: a ``TrainConfig``.
         run_dir: the folder to create. It must not exist, unless ``force``.
-        force: replace an existing run folder (only one that kvae wrote).
+        force: replace an existing run folder, only one that kvae wrote and that
+            holds nothing but kvae's files.
         lang: ``"en"`` or ``"ko"``, for the figures' labels.
         verbose: Keras's progress display: 1 a bar, 2 a line per epoch, 0 none.
 
@@ -135,22 +84,21 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
         The metrics dict written to ``metrics.json``.
 
     Raises:
-        ConfigError: ``run_dir`` exists (without ``force``) or is not a run folder.
+        ConfigError: ``run_dir`` cannot be written or replaced, or another run holds it.
         FloatingPointError: the loss became NaN or infinite during training.
     """
-    run_dir = pathlib.Path(run_dir)
-    check_new_run_dir(run_dir, force)
-    started = time.perf_counter()
-    data = load_data(config)
-    vae, history = fit(config, data, verbose=verbose)
-    metrics = {**evaluate(vae, data, config, verbose=verbose), **run_info(started)}
-    with staged_run_dir(run_dir, force) as staging:
-        vae.save(staging / MODEL_FILE)
-        _write_json(staging / CONFIG_FILE, dataclasses.asdict(config))
-        _write_json(staging / HISTORY_FILE, history)
-        _write_csv(staging / "history.csv", _history_rows(history))
-        _write_json(staging / METRICS_FILE, metrics)
-        draw_figures(vae, data, history, staging / FIGURES_DIR, config, lang)
+    with rundir.reserve(run_dir, force) as run_dir:
+        started = time.perf_counter()
+        data = load_data(config)
+        vae, history = fit(config, data, verbose=verbose)
+        metrics = {**evaluate(vae, data, config, verbose=verbose), **run_info(started)}
+        with rundir.staged(run_dir, force, rundir.new_run_id()) as staging:
+            vae.save(staging / MODEL_FILE)
+            rundir.write_json(staging / CONFIG_FILE, dataclasses.asdict(config))
+            rundir.write_json(staging / HISTORY_FILE, history)
+            rundir.write_csv(staging / "history.csv", _history_rows(history))
+            rundir.write_json(staging / METRICS_FILE, metrics)
+            draw_figures(vae, data, history, staging / FIGURES_DIR, config, lang)
     return metrics
 
 
@@ -158,11 +106,6 @@ def load_data(config):
     """``{"train": (x, y), "test": (x, y)}``; the training split cut to ``train_size``."""
     x_train, y_train = load_mnist("train", source=config.source)
     if config.train_size is not None:
-        if config.train_size > len(x_train):
-            raise ConfigError(
-                f"train_size must be at most {len(x_train)} for source={config.source!r}, "
-                f"got {config.train_size}"
-            )
         # The bundled split is shuffled, so any prefix is a fair sample of all ten digits.
         x_train, y_train = x_train[: config.train_size], y_train[: config.train_size]
     return {"train": (x_train, y_train), "test": load_mnist("test", source=config.source)}
@@ -213,7 +156,12 @@ def evaluate(vae, data, config, verbose=0):
     results = vae.evaluate(x_test, batch_size=config.batch_size, verbose=verbose, return_dict=True)
     reconstruction, kl = results["reconstruction_loss"], results["kl_loss"]
     iw_log_px, iw_elbo = importance_weighted_log_px(
-        vae, x_test[: config.iw_examples], config.iw_samples, config.seed
+        vae,
+        x_test[: config.iw_examples],
+        config.iw_samples,
+        config.seed,
+        config.hidden,
+        config.kind,
     )
     z_mean, z_log_var = encode(vae, x_test)
     return {
@@ -232,26 +180,53 @@ def evaluate(vae, data, config, verbose=0):
     }
 
 
-def importance_weighted_log_px(vae, x, samples, seed):
+def importance_weighted_log_px(vae, x, samples, seed, hidden=(512,), kind="mlp"):
     """Mean over ``x`` of the k-sample bound on ``log p(x)``, and of the ELBO, in nats.
 
     Draws ``z_s = z_mean + sigma * eps_s`` from ``q(z|x)`` with NumPy noise, so
     the estimate is reproducible on every backend, and scores each sample with
-    ``kvae.elbo.importance_log_weights``.
+    ``kvae.elbo.importance_log_weights``. The decoder runs on at most
+    ``iw_pass_size(...)`` images at once (``kvae.config.IW_MEMORY_BUDGET``):
+    fewer digits per pass when k is large, and k itself cut into chunks when one
+    digit's k samples would not fit.
     """
     rng = np.random.default_rng(seed)
+    digits, k_chunk = iw_pass_size(samples, hidden, kind)
     bounds, elbos = [], []
-    for start in range(0, len(x), IW_BATCH):
-        batch = x[start : start + IW_BATCH]
+    for start in range(0, len(x), digits):
+        batch = x[start : start + digits]
         z_mean, z_log_var = encode(vae, batch)  # (B, D) each
         eps = rng.standard_normal((samples, *z_mean.shape)).astype("float32")  # (k, B, D)
         z = z_mean + np.exp(0.5 * z_log_var) * eps
-        logits = _numpy(vae.decoder(ops.reshape(z, (-1, z.shape[-1]))))  # (k * B, 28, 28, 1)
-        logits = logits.reshape((samples, len(batch), *batch.shape[1:]))
-        log_weights = elbo.importance_log_weights(batch, z, z_mean, z_log_var, logits)  # (k, B)
+        log_weights = np.concatenate(
+            [
+                _log_weights(vae, batch, z[i : i + k_chunk], z_mean, z_log_var)
+                for i in range(0, samples, k_chunk)
+            ]
+        )  # (k, B)
         bounds.append(_numpy(elbo.importance_weighted_bound(log_weights)))
-        elbos.append(_numpy(ops.mean(log_weights, axis=0)))
+        elbos.append(np.mean(log_weights, axis=0))
     return float(np.mean(np.concatenate(bounds))), float(np.mean(np.concatenate(elbos)))
+
+
+def iw_pass_size(samples, hidden=(512,), kind="mlp"):
+    """``(digits, k_chunk)`` per decoder pass, so one pass stays within the memory budget.
+
+    An MLP decoder holds its hidden activations and the logits for each image; a
+    conv decoder's largest feature maps are about 64 channels at 28 x 28.
+    """
+    floats = 2 * (PIXELS + sum(hidden)) if kind == "mlp" else 64 * PIXELS
+    images = max(1, IW_MEMORY_BUDGET // (4 * floats))
+    if samples <= images:
+        return max(1, min(IW_BATCH, images // samples)), samples
+    return 1, images
+
+
+def _log_weights(vae, batch, z, z_mean, z_log_var):
+    """``log p(x, z_s) - log q(z_s|x)`` for the samples ``z`` (k, B, D); NumPy (k, B)."""
+    logits = _numpy(vae.decoder(ops.reshape(z, (-1, z.shape[-1]))))  # (k * B, 28, 28, 1)
+    logits = logits.reshape((len(z), len(batch), *batch.shape[1:]))
+    return _numpy(elbo.importance_log_weights(batch, z, z_mean, z_log_var, logits))
 
 
 def encode(vae, x, batch_size=500):
@@ -285,7 +260,12 @@ def _numpy(tensor):
 
 
 def draw_figures(vae, data, history, folder, config, lang="en"):
-    """Write the run's PNG figures into ``folder``; returns their paths."""
+    """Write the run's PNG figures into ``folder``; returns their paths.
+
+    Every latent size gets its figures: ``plots.latent_scatter`` draws 1-D codes
+    as a strip per digit and more than two as the two most active dimensions;
+    the decoded grid needs exactly two.
+    """
     from kvae import plots  # matplotlib only when figures are drawn
 
     folder = pathlib.Path(folder)
@@ -313,11 +293,17 @@ def draw_figures(vae, data, history, folder, config, lang="en"):
 
 
 def save_figure(figure, path):
-    """Save a matplotlib figure as PNG through a temporary name, then close it."""
+    """Save a matplotlib figure as PNG through a unique temporary name, then close it.
+
+    Two processes drawing the same figure each write their own temporary file;
+    ``os.replace`` makes the last one win whole.
+    """
+    import os
+
     import matplotlib.pyplot as plt
 
     path = pathlib.Path(path)
-    partial = path.with_name(f".{path.stem}.partial.png")
+    partial = rundir.unique_partial(path)
     try:
         figure.savefig(partial, dpi=100, bbox_inches="tight")
         os.replace(partial, path)
@@ -330,24 +316,47 @@ def save_figure(figure, path):
 def redraw_figures(run_dir, lang="en"):
     """Load a run's model (saved under any backend) and draw its figures again.
 
+    The folder is checked first (``kvae.rundir.read_run``) and locked while the
+    figures are written; the marker's file list is brought up to date.
+
     Returns:
         The paths of the PNG files, in ``run_dir/figures``.
 
     Raises:
-        ConfigError: ``run_dir`` is not a run folder.
+        ConfigError: ``run_dir`` is not a valid run folder (the message names the
+            file and the problem), or another kvae process holds it.
     """
-    run_dir = pathlib.Path(run_dir)
-    check_run_dir(run_dir)
-    config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
-    history = json.loads((run_dir / HISTORY_FILE).read_text())
-    vae = keras.saving.load_model(run_dir / MODEL_FILE)
-    return draw_figures(vae, load_data(config), history, run_dir / FIGURES_DIR, config, lang)
+    with rundir.lock_existing(run_dir) as run_dir:
+        config, history = rundir.read_run(run_dir)
+        vae = load_model(run_dir / MODEL_FILE)
+        latent_dim = vae.decoder.input_shape[-1]
+        if latent_dim != config.latent_dim:
+            raise ConfigError(
+                f"{str(run_dir / CONFIG_FILE)!r} contradicts the model: latent_dim "
+                f"{config.latent_dim} in the config, {latent_dim} in {MODEL_FILE}"
+            )
+        folder = run_dir / FIGURES_DIR
+        paths = draw_figures(vae, load_data(config), history, folder, config, lang)
+        marker = rundir.read_marker(run_dir)
+        if marker is not None:
+            rundir.write_marker(run_dir, marker["run_id"])
+    return paths
+
+
+def load_model(path):
+    """``keras.saving.load_model``, a failure named as one line about the file."""
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises several types for a damaged archive
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{str(path)!r} cannot be loaded: {reason}") from None
 
 
 # --- the beta sweep ---------------------------------------------------------------------------
 
 
 SWEEP_COLUMNS = ("beta", "reconstruction", "kl", "elbo", "mean_sigma")
+SWEEP_CSV_COLUMNS = (*SWEEP_COLUMNS, "status")
 
 
 def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
@@ -358,122 +367,80 @@ def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
 
     Writes ``sweep.csv``, ``sweep.md``, ``sweep.json`` (rows and histories),
     ``config.json`` and ``figures/beta_tradeoff.png``, ``figures/sigma_vs_beta.png``.
+    The tables are rewritten after each beta in the hidden staging folder (watch
+    ``.NAME.partial-*/sweep.md`` while it runs); the folder is renamed into place
+    when every beta has been tried. A beta whose loss turns NaN is a row with
+    ``status: "failed"`` and its message, and the sweep goes on; an interruption
+    (Ctrl-C, SIGTERM) leaves no folder, as for a single run.
 
     Returns:
-        The table: one dict per beta with the keys ``SWEEP_COLUMNS``.
+        The table: one dict per beta with the keys ``SWEEP_COLUMNS`` and
+        ``status`` ("ok"), or ``beta``, ``status`` ("failed") and ``error``.
     """
-    from kvae import plots
-
     out_dir = pathlib.Path(out_dir)
     betas = [float(b) for b in betas]
     if not betas:
         raise ConfigError("betas must name at least one value")
     configs = [dataclasses.replace(config, beta=beta) for beta in betas]  # validates each beta
-    check_new_run_dir(out_dir, force)
-    data = load_data(config)
-    rows, histories = [], []
-    for one in configs:
-        print(f"beta = {one.beta:g}", flush=True)
-        vae, history = fit(one, data, verbose=verbose)
-        metrics = evaluate(vae, data, one)
-        rows.append({name: metrics[name] for name in SWEEP_COLUMNS})
-        histories.append(history)
-    with staged_run_dir(out_dir, force) as staging:
-        _write_json(staging / CONFIG_FILE, {**dataclasses.asdict(config), "betas": betas})
-        _write_json(staging / "sweep.json", {"rows": rows, "histories": histories})
-        _write_csv(staging / "sweep.csv", rows)
-        (staging / "sweep.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
-        column = {name: [row[name] for row in rows] for name in SWEEP_COLUMNS}
-        figures = staging / FIGURES_DIR
-        figures.mkdir()
-        tradeoff = plots.beta_tradeoff(betas, column["reconstruction"], column["kl"], lang=lang)
-        save_figure(tradeoff, figures / "beta_tradeoff.png")
-        sigma = plots.sigma_vs_beta(betas, column["mean_sigma"], lang=lang)
-        save_figure(sigma, figures / "sigma_vs_beta.png")
+    with rundir.reserve(out_dir, force) as out_dir:
+        data = load_data(config)
+        with rundir.staged(out_dir, force, rundir.new_run_id()) as staging:
+            rundir.write_json(staging / CONFIG_FILE, {**dataclasses.asdict(config), "betas": betas})
+            rows, histories = [], []
+            for one in configs:
+                print(f"beta = {one.beta:g}", flush=True)
+                row, history = _sweep_one(one, data, verbose)
+                rows.append(row)
+                histories.append(history)
+                _write_sweep_tables(staging, rows, histories)
+            _draw_sweep_figures(staging / FIGURES_DIR, rows, lang)
     return rows
+
+
+def _sweep_one(config, data, verbose):
+    try:
+        vae, history = fit(config, data, verbose=verbose)
+    except FloatingPointError as error:  # kvae's StopOnNaN: keep the other betas
+        return {"beta": config.beta, "status": "failed", "error": str(error)}, None
+    metrics = evaluate(vae, data, config)
+    return {**{name: metrics[name] for name in SWEEP_COLUMNS}, "status": "ok"}, history
+
+
+def _write_sweep_tables(folder, rows, histories):
+    rundir.write_json(folder / "sweep.json", {"rows": rows, "histories": histories})
+    csv_rows = [{k: v for k, v in row.items() if k in SWEEP_CSV_COLUMNS} for row in rows]
+    rundir.write_csv(folder / "sweep.csv", csv_rows, SWEEP_CSV_COLUMNS)
+    rundir.write_text(folder / "sweep.md", markdown_table(rows) + "\n")
+
+
+def _draw_sweep_figures(folder, rows, lang):
+    from kvae import plots
+
+    done = [row for row in rows if row.get("status", "ok") == "ok"]
+    if not done:  # every beta failed: the table says so, and there is nothing to draw
+        return
+    folder.mkdir(exist_ok=True)
+    column = {name: [row[name] for row in done] for name in SWEEP_COLUMNS}
+    tradeoff = plots.beta_tradeoff(
+        column["beta"], column["reconstruction"], column["kl"], lang=lang
+    )
+    save_figure(tradeoff, folder / "beta_tradeoff.png")
+    sigma = plots.sigma_vs_beta(column["beta"], column["mean_sigma"], lang=lang)
+    save_figure(sigma, folder / "sigma_vs_beta.png")
 
 
 def markdown_table(rows):
     """The sweep's rows as a Markdown table, numbers in nats to two decimals."""
     lines = ["| " + " | ".join(SWEEP_COLUMNS) + " |", "|" + "---:|" * len(SWEEP_COLUMNS)]
     for row in rows:
-        lines.append("| " + " | ".join(f"{row[name]:.2f}" for name in SWEEP_COLUMNS) + " |")
+        if row.get("status", "ok") == "ok":
+            cells = [f"{row[name]:.2f}" for name in SWEEP_COLUMNS]
+        else:
+            cells = [f"{row['beta']:.2f}", *["failed"] * (len(SWEEP_COLUMNS) - 1)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# --- run folders ------------------------------------------------------------------------------
-
-
-def is_run_dir(path):
-    """Whether ``path`` is a folder kvae wrote (it holds a ``config.json``)."""
-    return (pathlib.Path(path) / CONFIG_FILE).is_file()
-
-
-def check_new_run_dir(run_dir, force):
-    """Refuse to overwrite: ``run_dir`` must not exist, or (with ``force``) be a run folder.
-
-    ``force`` never replaces a folder kvae did not write, so a mistyped ``--out``
-    cannot delete unrelated files.
-    """
-    run_dir = pathlib.Path(run_dir)
-    if not run_dir.exists():
-        return
-    if not force:
-        raise ConfigError(f"run folder {str(run_dir)!r} already exists; use --force to replace it")
-    if not run_dir.is_dir() or not (is_run_dir(run_dir) or not any(run_dir.iterdir())):
-        raise ConfigError(
-            f"refusing to replace {str(run_dir)!r}: it is not a kvae run folder (no {CONFIG_FILE})"
-        )
-
-
-def check_run_dir(run_dir):
-    """Raise ``ConfigError`` unless ``run_dir`` holds a saved run (model and config)."""
-    run_dir = pathlib.Path(run_dir)
-    missing = [name for name in (MODEL_FILE, CONFIG_FILE) if not (run_dir / name).is_file()]
-    if not run_dir.is_dir():
-        raise ConfigError(f"run folder {str(run_dir)!r} does not exist")
-    if missing:
-        raise ConfigError(f"{str(run_dir)!r} is not a run folder: it has no {', '.join(missing)}")
-
-
-@contextlib.contextmanager
-def staged_run_dir(run_dir, force):
-    """Build a folder under a hidden sibling name; rename it into place only on success.
-
-    On any error (a NaN, Ctrl-C) the partial folder is removed and ``run_dir``
-    is left as it was. With ``force`` the old run is swapped out, then deleted.
-    """
-    run_dir = pathlib.Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden, unique sibling: same file system, so the final rename is atomic.
-    staging = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}-{secrets.token_hex(3)}")
-    staging.mkdir()  # unlike tempfile.mkdtemp, keeps the umask's permissions (not 0700)
-    old = None
-    try:
-        yield staging
-        check_new_run_dir(run_dir, force)  # another run may have taken the name meanwhile
-        if run_dir.exists():
-            old = staging.with_name(staging.name.replace(".partial-", ".old-"))
-            os.rename(run_dir, old)
-        os.rename(staging, run_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path, value):
-    pathlib.Path(path).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 def _history_rows(history):
     epochs = len(next(iter(history.values()), []))
     return [{"epoch": i + 1, **{k: v[i] for k, v in history.items()}} for i in range(epochs)]
-
-
-def _write_csv(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)

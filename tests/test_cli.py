@@ -1,29 +1,36 @@
 """The ``kvae`` command, run for real: ``python -m kvae`` in subprocesses, on bundled MNIST.
 
 The suite runs once per backend (``KERAS_BACKEND``). Each pass trains with its
-own backend, and redraws the figures of a run saved under another one, so the
-three passes together cover every backend and three cross-backend loads.
+own backend, is interrupted by real signals, and redraws the figures of a run
+saved under another backend, so the three passes together cover every backend
+and three cross-backend loads. Refusals that happen before Keras loads are the
+same on every backend: they are marked ``ONCE`` and run in the JAX pass only.
 """
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import pytest
 
-from kvae import backends, cli, data, networks, plots, train
+from kvae import rundir
+from kvae.config import TrainConfig
 
 BACKEND = keras.backend.backend()
 OTHER_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[BACKEND]
+ONCE = pytest.mark.skipif(
+    BACKEND != "jax", reason="refused before Keras loads, alike on every backend: run under JAX"
+)
 # One real epoch on the first 512 bundled digits (8 steps), a small log p(x) estimate:
 # seconds per run, and every part of a run folder still gets written.
-QUICK = ["--epochs", "1", "--train-size", "512", "--batch-size", "64"]
+QUICK = ["--epochs", "1", "--train-size", "512", "--batch-size", "64", "--hidden", "128"]
 QUICK += ["--iw-samples", "8", "--iw-examples", "64", "--quiet"]
 RUN_FILES = ("model.keras", "config.json", "history.json", "history.csv", "metrics.json")
 FIGURES = ("loss_curves", "reconstructions", "latent_scatter", "latent_grid")
@@ -32,13 +39,49 @@ FIGURES += ("interpolation", "prior_samples")
 COIN_FLIP_NATS = 784 * math.log(2.0)
 
 
-def kvae(*args, backend=BACKEND, timeout=240):
-    """Run ``python -m kvae ARGS`` with ``KERAS_BACKEND=backend``; returns the finished process."""
+def environment(backend=BACKEND, **extra):
     # TensorFlow sets TF_CPP_MIN_LOG_LEVEL in this process when it loads; a user's shell lacks it.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["KERAS_BACKEND"] = backend
+    return {**env, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def kvae(*args, backend=BACKEND, timeout=240, **env):
+    """Run ``python -m kvae ARGS`` with ``KERAS_BACKEND=backend``; returns the finished process."""
     command = [sys.executable, "-m", "kvae", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment(backend, **env), timeout=timeout
+    )
+
+
+def start(*args):
+    """Start ``python -m kvae ARGS`` without waiting; stdout is a line-buffered pipe."""
+    command = [sys.executable, "-m", "kvae", *map(str, args)]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint():
+    # As from a terminal: a shell starts background jobs (and so this suite) with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wait_for(condition, process, timeout=240):
+    """Poll ``condition()`` every 5 ms until true; fails if ``process`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def staging_folders(parent):
+    return [p for p in parent.iterdir() if ".partial-" in p.name]
 
 
 def assert_usage_error(result, *words):
@@ -49,6 +92,7 @@ def assert_usage_error(result, *words):
     assert lines[0].startswith("kvae") and "error:" in lines[0], lines[0]
     for word in words:
         assert word in lines[0], lines[0]
+    assert "Epoch" not in result.stdout  # refused before any training
 
 
 def digest(folder):
@@ -64,18 +108,19 @@ def digest(folder):
 
 
 def leftovers(parent):
-    """Hidden partial or swapped-out folders that a finished command should have removed."""
-    return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)
+    """Hidden staging, swapped-out or lock files that a finished command should have removed."""
+    hidden = (".partial-", ".old-", ".lock")
+    return sorted(p.name for p in parent.rglob("*") if any(h in p.name for h in hidden))
 
 
 def read_metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def assert_complete_run(run_dir, backend):
+def assert_complete_run(run_dir, backend, figures=FIGURES):
     for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
-    for name in FIGURES:
+    for name in figures:
         png = (run_dir / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, name
     metrics = read_metrics(run_dir)
@@ -88,6 +133,9 @@ def assert_complete_run(run_dir, backend):
     assert metrics["iw_log_px"] >= metrics["iw_elbo"]
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == 1 and math.isfinite(history["val_loss"][0])
+    # The marker lists exactly the files the run wrote, so --force can tell them from others.
+    files = [f for f in rundir.written_files(run_dir) if f != rundir.MARKER_FILE]
+    assert rundir.read_marker(run_dir)["files"] == files
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +147,13 @@ def run_dir(tmp_path_factory):
     assert "8/8" in result.stdout  # Keras's progress: 512 digits in batches of 64
     assert "test ELBO" in result.stdout
     return out
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    return copy
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +169,9 @@ def replaced_run(run_dir, tmp_path_factory):
     result = kvae("train", *QUICK, *args)
     assert result.returncode == 0, result.stderr
     return out, before
+
+
+# --- training, per backend --------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -148,25 +206,129 @@ def test_figures_loads_a_run_saved_under_another_backend(replaced_run):
     for name in FIGURES:
         assert (out / "figures" / f"{name}.png").stat().st_size > 2000, name
     assert read_metrics(out)["backend"] != BACKEND  # the load did cross backends
+    assert leftovers(out.parent) == []
 
 
 @pytest.mark.slow
-def test_sweep_writes_table_and_figures(tmp_path):
+def test_sweep_keeps_the_finished_betas_when_one_fails(tmp_path):
     out = tmp_path / "sweep"
-    result = kvae("sweep", "--betas", "0.5", "8", *QUICK, "--out", out)
-    assert result.returncode == 0, result.stderr
+    # beta = 1e38 makes beta * KL overflow float32 at the first step: that beta's loss is inf.
+    result = kvae("sweep", "--betas", "0.5", "8", "1e38", *QUICK, "--out", out)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvae sweep: error: 1 of 3 betas failed") and "1e+38" in last
     rows = json.loads((out / "sweep.json").read_text())["rows"]
-    assert [row["beta"] for row in rows] == [0.5, 8.0]
-    assert all(math.isfinite(row["elbo"]) for row in rows)
+    assert [(row["beta"], row["status"]) for row in rows] == [
+        (0.5, "ok"),
+        (8.0, "ok"),
+        (1e38, "failed"),
+    ]
+    assert "finite" in rows[2]["error"]
+    assert all(math.isfinite(row["elbo"]) for row in rows[:2])
     # The tug of war: a stronger pull towards N(0, I) leaves less information in z.
     assert rows[1]["kl"] < rows[0]["kl"]
-    assert (out / "sweep.csv").read_text().splitlines()[0].startswith("beta,reconstruction,kl")
-    assert "| beta |" in result.stdout and "| beta |" in (out / "sweep.md").read_text()
+    csv_lines = (out / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0] == "beta,reconstruction,kl,elbo,mean_sigma,status"
+    assert csv_lines[3].endswith(",,,,failed")
+    assert "| beta |" in result.stdout and "| failed |" in (out / "sweep.md").read_text()
     for name in ("beta_tradeoff", "sigma_vs_beta"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 2000, name
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.slow
+def test_nan_loss_stops_with_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    # beta * KL overflows float32 at the first step, on every backend: the loss is inf.
+    result = kvae("train", *QUICK, "--beta", "1e38", "--out", out)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("kvae train: error: training stopped") and "finite" in lines[-1]
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_exits_130_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    process = start("train", *QUICK, "--epochs", "500", "--out", out)
+    assert process.stdout.readline().startswith("Epoch 1/500"), process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "kvae train: error: interrupted; no half-written folder was left"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_and_sigterm_while_writing_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    first = start("train", *QUICK, "--out", out)
+    try:
+        wait_for((tmp_path / ".run.lock").exists, first)  # taken before Keras loads
+        for force in ([], ["--force"]):
+            assert_usage_error(kvae("train", *QUICK, *force, "--out", out), "in use")
+        wait_for(lambda: staging_folders(tmp_path), first)  # trained; now writing the folder
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "kvae train: error: terminated; no half-written folder was left"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+@ONCE
+@pytest.mark.slow
+def test_a_killed_runs_staging_is_removed_by_the_next_run(tmp_path):
+    """Under JAX only: the clean-up runs before Keras loads, alike on every backend."""
+    out = tmp_path / "run"
+    killed = start("train", *QUICK, "--out", out)
+    wait_for(lambda: staging_folders(tmp_path), killed)
+    killed.kill()  # SIGKILL: no handler runs, the staging folder stays behind
+    killed.communicate()
+    (stale,) = staging_folders(tmp_path)
+    assert not out.exists()
+    # The re-run also shows that a 1-D latent space finishes, with a strip for its scatter.
+    result = kvae("train", *QUICK, "--latent-dim", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists()
+    one_d = set(FIGURES) - {"latent_grid"}  # a decoded grid needs two dimensions
+    assert_complete_run(out, BACKEND, one_d)
+    assert {p.stem for p in (out / "figures").iterdir()} == one_d
+    assert leftovers(tmp_path) == []
+
+
+@ONCE
+@pytest.mark.slow
+def test_two_figures_commands_on_one_run_both_end_cleanly(run_copy):
+    shutil.rmtree(run_copy / "figures")
+    processes = [start("figures", run_copy) for _ in range(2)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in processes]
+    for status, stderr in results:
+        assert status == 0 or (status == 2 and "in use" in stderr), stderr
+    assert 0 in [status for status, _ in results]
+    for name in FIGURES:
+        assert (run_copy / "figures" / f"{name}.png").stat().st_size > 2000, name
+    assert leftovers(run_copy.parent) == []
+
+
+@ONCE
+@pytest.mark.slow
+def test_figures_refuses_a_config_that_contradicts_the_model(run_copy):
+    config = json.loads((run_copy / "config.json").read_text())
+    (run_copy / "config.json").write_text(json.dumps({**config, "latent_dim": 3}))
+    assert_usage_error(kvae("figures", run_copy), "config.json", "contradicts", "latent_dim")
+
+
+# --- refusals before Keras loads, once ----------------------------------------------------------
+
+
+@ONCE
 def test_existing_run_is_not_overwritten(run_dir):
     before = digest(run_dir)
     result = kvae("train", *QUICK, "--out", run_dir)
@@ -175,61 +337,145 @@ def test_existing_run_is_not_overwritten(run_dir):
     assert leftovers(run_dir.parent) == []
 
 
-def test_force_refuses_a_folder_kvae_did_not_write(tmp_path):
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("not a run")
-    result = kvae("train", *QUICK, "--out", folder, "--force")
-    assert_usage_error(result, "not a kvae run folder")
-    assert (folder / "keep.txt").read_text() == "not a run"
+@ONCE
+def test_force_never_deletes_a_folder_kvae_did_not_write(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "config.json").write_text('{"name": "app"}')
+    (project / "main.py").write_text("x")
+    before = digest(project)
+    result = kvae("train", *QUICK, "--out", project, "--force")
+    assert_usage_error(result, "no valid kvae-run.json", "kvae did not write it")
+    assert digest(project) == before
 
 
-@pytest.mark.slow
-def test_nan_loss_stops_with_one_line_and_writes_nothing(tmp_path):
-    out = tmp_path / "run"
-    result = kvae("train", *QUICK, "--learning-rate", "1e12", "--out", out)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert lines[-1].startswith("kvae train: error: training stopped: the loss is not finite")
-    assert not out.exists() and leftovers(tmp_path) == []
+@ONCE
+def test_force_refuses_a_run_holding_files_the_user_added(run_copy):
+    (run_copy / "NOTES.md").write_text("what I saw")
+    (run_copy / "analysis").mkdir()
+    (run_copy / "analysis" / "plot.py").write_text("import kvae")
+    before = digest(run_copy)
+    result = kvae("train", *QUICK, "--out", run_copy, "--force")
+    assert_usage_error(result, "files kvae did not write: NOTES.md, analysis/")
+    assert digest(run_copy) == before
 
 
+@ONCE
+def test_force_refuses_a_run_written_before_markers(run_copy):
+    (run_copy / "kvae-run.json").unlink()
+    before = digest(run_copy)
+    result = kvae("train", *QUICK, "--out", run_copy, "--force")
+    assert_usage_error(result, "no valid kvae-run.json", "before 0.2")
+    assert digest(run_copy) == before
+
+
+@ONCE
 @pytest.mark.parametrize(
-    ("args", "words"),
+    ("args", "words", "env"),
     [
-        (["train", "--backend", "theano"], ["--backend", "theano"]),
-        (["train", "--epochs", "-1"], ["--epochs", "-1"]),
-        (["train", "--epochs", "2.5"], ["--epochs", "2.5"]),
-        (["train", "--beta", "-0.5"], ["--beta", "-0.5"]),
-        (["train", "--beta", "nan"], ["--beta", "nan"]),
-        (["train", "--latent-dim", "0"], ["--latent-dim", "0"]),
-        (["train", "--kind", "rnn"], ["--kind", "rnn"]),
-        (["train", "--source", "web"], ["--source", "web"]),
-        (["train", "--no-such-option"], ["--no-such-option"]),
-        (["sweep", "--betas", "1", "-2"], ["--betas", "-2"]),
-        (["figures", "missing-run"], ["missing-run", "does not exist"]),
-        ([], ["COMMAND"]),
+        (["train", "--backend", "theano"], ["--backend", "theano"], {}),
+        (["train", "--epochs", "-1"], ["--epochs", "-1"], {}),
+        (["train", "--epochs", "2.5"], ["--epochs", "2.5"], {}),
+        (["train", "--beta", "-0.5"], ["--beta", "-0.5"], {}),
+        (["train", "--beta", "nan"], ["--beta", "nan"], {}),
+        (["train", "--latent-dim", "0"], ["--latent-dim", "0"], {}),
+        (["train", "--latent-dim", "100000"], ["--latent-dim", "784"], {}),
+        (["train", "--seed", "4294967296"], ["--seed", "4294967295"], {}),
+        (["train", "--batch-size", "10000000"], ["--batch-size", "60000"], {}),
+        (["train", "--hidden", "64", "100000000"], ["--hidden", "16384"], {}),
+        (["train", "--iw-samples", "1000000"], ["--iw-samples", "10000"], {}),
+        (["train", "--learning-rate", "1e-320"], ["--learning-rate", "1e-08"], {}),
+        (["train", "--train-size", "9000"], ["--train-size", "8000"], {}),
+        (["train", "--kind", "rnn"], ["--kind", "rnn"], {}),
+        (["train", "--source", "web"], ["--source", "web"], {}),
+        (["train", "--no-such-option"], ["--no-such-option"], {}),
+        (["train", "--lat", "3"], ["--lat"], {}),  # no abbreviations
+        (["sweep", "--beta", "2"], ["--beta"], {}),  # not read as --betas
+        (["sweep", "--betas", "1", "-2"], ["--betas", "-2"], {}),
+        (["train"], ["KERAS_BACKEND", "numpy"], {"KERAS_BACKEND": "numpy"}),
+        (["figures", "missing-run"], ["missing-run", "does not exist"], {}),
+        ([], ["COMMAND"], {}),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(args, words, tmp_path, monkeypatch):
+def test_bad_arguments_exit_2_with_one_line(args, words, env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert_usage_error(kvae(*args), *words)
+    assert_usage_error(kvae(*args, **env), *words)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_figures_refuses_a_folder_without_a_model(tmp_path):
-    assert_usage_error(kvae("figures", tmp_path), "model.keras")
+def _immutable(path):
+    """A folder no one may write into: immutable for root (chattr +i), read-only otherwise."""
+    path.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    return path
 
 
-def test_choices_match_the_package():
-    # cli.py spells them out so that it can refuse a bad value before Keras loads.
-    assert cli.BACKENDS == backends.BACKENDS
-    assert cli.KINDS == networks.KINDS
-    assert cli.SOURCES == data.SOURCES
-    assert cli.LANGS == plots.LANGS
+def _make_file(path):
+    path.write_text("x")
+    return path
 
 
+@ONCE
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda t: _make_file(t / "afile") / "sub", ["afile", "is not a folder"]),
+        (lambda t: _immutable(t / "locked") / "run", ["locked", "is not writable"]),
+        (lambda t: t / "link", ["link", "symbolic link"]),
+        (lambda t: t / ("a" * 245), ["too long", "245"]),
+    ],
+)
+def test_output_location_is_checked_before_training(tmp_path, make, words):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    try:
+        out = make(tmp_path)
+        before = sorted(os.listdir(tmp_path))
+        assert_usage_error(kvae("train", *QUICK, "--out", out), *words)
+        assert sorted(os.listdir(tmp_path)) == before
+    finally:
+        if (tmp_path / "locked").exists() and os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(tmp_path / "locked")], check=True)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@ONCE
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda run: (run / "model.keras").unlink(), ["has no model.keras"]),
+        (lambda run: _truncate(run / "model.keras"), ["model.keras", "not a Keras model archive"]),
+        (lambda run: (run / "config.json").write_text("{"), ["config.json", "not readable JSON"]),
+        (
+            lambda run: (run / "config.json").write_text('{"latent_dim": 0}'),
+            ["config.json", "latent_dim must be"],
+        ),
+        (
+            lambda run: (run / "config.json").write_text('{"colour": "red"}'),
+            ["config.json", "unknown TrainConfig keys"],
+        ),
+        (
+            lambda run: (run / "history.json").write_text('{"loss": [1.0, 2.0], "kl": [1.0]}'),
+            ["history.json", "malformed"],
+        ),
+        (lambda run: (run / "history.json").write_text("[]"), ["history.json", "malformed"]),
+    ],
+)
+def test_figures_refuses_a_damaged_run_naming_the_file(run_copy, damage, words):
+    damage(run_copy)
+    assert_usage_error(kvae("figures", run_copy), *words)
+
+
+@ONCE
 def test_help_shows_the_config_defaults():
-    defaults = dataclasses.asdict(train.TrainConfig())
-    assert {name: defaults[name] for name in cli.SHOWN_DEFAULTS} == cli.SHOWN_DEFAULTS
+    result = kvae("train", "--help")
+    text = " ".join(result.stdout.split())
+    defaults = TrainConfig()
+    assert f"hidden layer widths (default {defaults.hidden[0]})" in text
+    assert f"Adam's step size (default {defaults.learning_rate})" in text
+    assert "a folder with other files is refused, never deleted" in text

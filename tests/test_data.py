@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -60,5 +63,23 @@ def test_check_images_names_the_problem(images, message):
         check_images(images)
 
 
-def test_gaussian_likelihood_accepts_values_outside_unit_interval():
-    check_images(np.full((1, 28, 28, 1), 2.0), likelihood="gaussian")
+def test_both_likelihoods_refuse_bytes():
+    for likelihood in ("bernoulli", "gaussian"):
+        with pytest.raises(ValueError, match=rf"{likelihood} likelihood needs pixel values"):
+            check_images(np.full((1, 28, 28, 1), 2.0), likelihood=likelihood)
+        with pytest.raises(ValueError, match=r"got dtype uint8.*/ 255"):
+            check_images(np.zeros((1, 28, 28, 1), np.uint8), likelihood=likelihood)
+
+
+def test_unknown_sides_match_any_size():
+    check_images(np.zeros((2, 28, 28, 1), "float32"), image_shape=(None, None, 1))
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, None, None, 1\)"):
+        check_images(np.zeros((2, 28, 28, 3), "float32"), image_shape=(None, None, 1))
+
+
+def test_data_imports_no_keras():
+    """kvae.data is the one module the command's prologue may import before choosing a backend."""
+    code = "import sys, kvae.data; print('keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

@@ -105,13 +105,53 @@ def test_reconstruction_sums_over_pixels_not_averages():
 
 
 def test_gaussian_reconstruction_is_half_the_squared_error_plus_a_constant():
+    """Both likelihoods take logits; the Gaussian's mean is sigmoid(logits)."""
     x = np.full((1, 4), 0.5, dtype=np.float32)
-    mean = np.array([[0.5, 0.0, 1.0, 0.2]], dtype=np.float32)
-    (nll,) = to_numpy(elbo.reconstruction(x, mean, likelihood="gaussian"))
+    logits = np.array([[0.0, -3.0, 2.0, -1.0]], dtype=np.float32)
+    mean = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    (nll,) = to_numpy(elbo.reconstruction(x, logits, likelihood="gaussian"))
     expected = 0.5 * np.sum((x - mean) ** 2) + 4 * 0.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(nll, [expected], rtol=1e-6)
     with pytest.raises(ValueError, match="likelihood"):
-        elbo.reconstruction(x, mean, likelihood="poisson")
+        elbo.reconstruction(x, logits, likelihood="poisson")
+
+
+# The same message on every backend: the suite runs this once per backend.
+SHAPE_ERRORS = [
+    (
+        lambda: elbo.reconstruction(np.zeros((4, 784)), np.zeros((1, 784))),
+        "expected x and logits with equal shapes, got x (4, 784), logits (1, 784)",
+    ),
+    (
+        lambda: elbo.reconstruction(np.zeros((4, 784)), np.zeros((4, 28, 28)), "gaussian"),
+        "expected x and mean with equal shapes, got x (4, 784), mean (4, 28, 28)",
+    ),
+    (
+        lambda: elbo.prior_kl(np.zeros((4, 2)), np.zeros((4, 3))),
+        "expected z_mean and z_log_var with equal shapes, got z_mean (4, 2), z_log_var (4, 3)",
+    ),
+    (
+        lambda: elbo.prior_kl_per_dim(np.zeros((4, 2)), np.zeros((1, 2))),
+        "expected z_mean and z_log_var with equal shapes, got z_mean (4, 2), z_log_var (1, 2)",
+    ),
+    (
+        lambda: elbo.gaussian_kl(
+            np.zeros((4, 2)), np.zeros((4, 2)), np.zeros((4, 3)), np.zeros((4, 3))
+        ),
+        "expected mean_q and mean_p with equal last 1 axes, got mean_q (4, 2), mean_p (4, 3)",
+    ),
+    (
+        lambda: elbo.monte_carlo_prior_kl(np.zeros((5, 4, 3)), np.zeros((4, 2)), np.zeros((4, 2))),
+        "expected z and mean with equal last 2 axes, got z (5, 4, 3), mean (4, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, message", SHAPE_ERRORS)
+def test_shape_mismatches_raise_the_same_value_error_everywhere(call, message):
+    with pytest.raises(ValueError) as error:
+        call()
+    assert type(error.value) is ValueError and str(error.value) == message
 
 
 def test_log_mean_exp_is_exact_and_does_not_overflow():

@@ -1,4 +1,4 @@
-"""The seed's identity log p(x) = term1 - term2 + term3, checked where all three are exact."""
+"""The identity log p(x) = term1 - term2 + term3, checked where all three are exact."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def some_q(model, x, seed=0):
 def test_identity_holds_for_any_q(model):
     x = model.sample(16, seed=1)
     parts = model.decompose(x, *some_q(model, x))
-    rebuilt = parts["reconstruction"] - parts["prior_kl"] + parts["posterior_kl"]
+    rebuilt = parts["expected_log_likelihood"] - parts["prior_kl"] + parts["posterior_kl"]
     np.testing.assert_allclose(rebuilt, parts["log_evidence"], rtol=1e-6, atol=0)
     assert np.max(np.abs(rebuilt - parts["log_evidence"])) < 1e-10  # float64 round-off only
 
@@ -95,6 +95,25 @@ def test_raising_the_elbo_over_q_shrinks_term3_while_log_px_stays():
     assert np.all(np.diff(elbos) > 0) and np.all(np.diff(gaps) < 0)
     np.testing.assert_allclose(elbos + gaps, evidence, rtol=1e-12)
     assert np.ptp(evidence) == 0.0
+
+
+def test_term1_is_a_log_likelihood_not_a_loss(model):
+    """decompose() keeps term 1's sign: + E_q[log p(x|z)], the negative of kvae.elbo's loss."""
+    x = model.sample(8, seed=1)
+    parts = model.decompose(x, *some_q(model, x))
+    assert "reconstruction" not in parts
+    np.testing.assert_array_equal(
+        parts["expected_log_likelihood"], model.expected_log_likelihood(x, *some_q(model, x))
+    )
+    assert np.all(parts["expected_log_likelihood"] < 0)  # s = 0.5 and D = 5: density well below 1
+
+
+def test_posterior_covariance_is_diagonal_exactly_for_orthogonal_columns():
+    for orthogonal, seed in ((True, 3), (False, 3), (True, 7), (False, 7)):
+        model = LinearGaussian.random(latent_dim=3, data_dim=6, seed=seed, orthogonal=orthogonal)
+        _, cov = model.posterior(np.zeros((1, 6)))
+        off_diagonal = cov[0] - np.diag(np.diagonal(cov[0]))
+        assert (np.max(np.abs(off_diagonal)) < 1e-12) == orthogonal
 
 
 def test_bad_parameters_are_refused():

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,7 +26,21 @@ def fake_decode(z):
     return images
 
 
+def test_importing_plots_leaves_matplotlib_settings_alone():
+    code = (
+        "import matplotlib.pyplot as plt; before = list(plt.rcParams['font.family']); "
+        "from kvae import plots; assert plt.rcParams['font.family'] == before, 'import'; "
+        "plots.labels('en'); assert plt.rcParams['font.family'] == before, 'en'; "
+        "plots.labels('ko'); print(plt.rcParams['font.family'][0])"
+    )
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == plots.HANGUL_FONT  # registered by the first Korean figure
+
+
 def test_korean_labels_have_a_font_with_hangul_glyphs():
+    plots.labels("ko")  # what every Korean figure calls first
     fig, ax = plt.subplots()
     title = ax.set_title(HANGUL)
     path = font_manager.findfont(title.get_fontproperties(), fallback_to_default=False)
@@ -38,6 +56,30 @@ def test_latent_scatter_draws_one_ellipse_per_point():
     ellipses = fig.axes[0].collections[0]
     np.testing.assert_allclose(ellipses._widths * 2, 2 * np.exp(0.5 * z_log_var[:, 0]))
     assert fig.axes[0].get_title() == plots.LABELS["ko"]["latent"]
+    plt.close(fig)
+
+
+def test_latent_scatter_draws_a_one_dimensional_code_as_a_strip_per_digit():
+    rng = np.random.default_rng(0)
+    z_mean, digits = rng.normal(size=(60, 1)), np.repeat(np.arange(10), 6)
+    fig = plots.latent_scatter(z_mean, digits, z_mean * 0 - 2, lang="ko")
+    ax = fig.axes[0]
+    points = ax.collections[-1].get_offsets()
+    np.testing.assert_allclose(points[:, 0], z_mean[:, 0])  # z across
+    assert np.all(np.abs(points[:, 1] - digits) <= 0.25)  # each digit on its own row
+    bars = ax.collections[0].get_segments()  # 1-sigma bars: sigma = exp(-2 / 2)
+    np.testing.assert_allclose([b[1, 0] - b[0, 0] for b in bars], 2 * np.exp(-1.0), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_latent_scatter_draws_the_two_most_active_of_many_dimensions():
+    rng = np.random.default_rng(0)
+    z_mean = rng.normal(size=(80, 6)) * np.array([0.1, 0.1, 3.0, 0.1, 2.0, 0.1])
+    fig = plots.latent_scatter(z_mean, rng.integers(0, 10, 80), lang="en")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.collections[-1].get_offsets(), z_mean[:, [2, 4]])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("$z_{3}$", "$z_{5}$")
+    assert "two most active of 6" in ax.get_title()
     plt.close(fig)
 
 

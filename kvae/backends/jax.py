@@ -4,16 +4,34 @@ JAX cannot mutate variables inside a jitted step, so Keras hands
 ``train_step`` every variable's value as ``state`` and expects the new values
 back. The seed generator behind ``Sampling`` keeps its state in a
 non-trainable variable: if the step returned the old non-trainable values,
-every step would reuse the same noise ``eps``.
+every step would reuse the same noise ``eps``. ``beta`` is a non-trainable
+variable too, so the step reads it from ``state`` (see ``LatentModel.beta``
+for how a callback's assignment reaches that state during ``fit``).
 """
 
 import jax
 import keras
 
+from kvae.backends import unpack_images
 
-class TrainStep:
-    def stateless_terms(self, trainable_variables, non_trainable_variables, x, training):
-        """``compute_terms`` run on explicit values; returns the updated non-trainables too."""
+
+class JaxTrainStep:
+    """``train_step``/``test_step`` for JAX, stateless.
+
+    Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
+    (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
+    metric name) and ``metrics`` (one ``Mean`` per term, named like it);
+    ``trainable_variables`` are what the loss reaches.
+    """
+
+    def stateless_terms(
+        self, trainable_variables, non_trainable_variables, optimizer_variables, x, training
+    ):
+        """``compute_terms`` run on explicit values; returns the updated non-trainables too.
+
+        The returned loss is scaled by the optimizer's loss scale (mixed
+        precision), read from ``optimizer_variables`` as Keras's trainer does.
+        """
         mapping = list(zip(self.trainable_variables, trainable_variables, strict=True))
         mapping += list(zip(self.non_trainable_variables, non_trainable_variables, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -23,6 +41,10 @@ class TrainStep:
             scope.get_current_value(v) if scope.get_current_value(v) is not None else old
             for v, old in zip(self.non_trainable_variables, non_trainable_variables, strict=True)
         ]
+        if optimizer_variables is not None:
+            mapping = list(zip(self.optimizer.variables, optimizer_variables, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                loss = self.optimizer.scale_loss(loss)
         return loss, (terms, non_trainable_variables)
 
     def stateless_update_metrics(self, metrics_variables, terms):
@@ -37,10 +59,10 @@ class TrainStep:
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_variables, metrics_variables = state
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_images(data)
         loss_and_gradients = jax.value_and_grad(self.stateless_terms, has_aux=True)
         (_, (terms, non_trainable)), gradients = loss_and_gradients(
-            trainable, non_trainable, x, True
+            trainable, non_trainable, optimizer_variables, x, True
         )
         trainable, optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, gradients, trainable
@@ -50,7 +72,7 @@ class TrainStep:
 
     def test_step(self, state, data):
         trainable, non_trainable, metrics_variables = state
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        _, (terms, non_trainable) = self.stateless_terms(trainable, non_trainable, x, False)
+        x = unpack_images(data)
+        _, (terms, non_trainable) = self.stateless_terms(trainable, non_trainable, None, x, False)
         logs, metrics_variables = self.stateless_update_metrics(metrics_variables, terms)
         return logs, (trainable, non_trainable, metrics_variables)

@@ -1,23 +1,33 @@
 """PyTorch: build the graph eagerly, ``backward()`` fills ``.grad``, then apply."""
 
-import keras
 import torch
 
+from kvae.backends import unpack_images
 
-class TrainStep:
+
+class TorchTrainStep:
+    """``train_step``/``test_step`` for PyTorch.
+
+    Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
+    (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
+    metric name) and ``update_metrics(terms) -> logs``;
+    ``trainable_variables`` are what the loss reaches. Steps run eagerly, so a variable
+    assigned between steps (``beta``) is simply read.
+    """
+
     def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_images(data)
         self.zero_grad()
         loss, terms = self.compute_terms(x, training=True)
-        loss.backward()
-        weights = self.trainable_weights
-        gradients = [w.value.grad for w in weights]
+        self.optimizer.scale_loss(loss).backward()
+        variables = self.trainable_variables
+        gradients = [v.value.grad for v in variables]
         with torch.no_grad():
-            self.optimizer.apply(gradients, weights)
+            self.optimizer.apply(gradients, variables)
         return self.update_metrics(terms)
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_images(data)
         with torch.no_grad():
             _, terms = self.compute_terms(x, training=False)
         return self.update_metrics(terms)

@@ -1,0 +1,151 @@
+"""A run's settings, their choices and their bounds: checked before Keras is imported.
+
+``TrainConfig`` is the one place that says which values a run accepts. The
+``kvae`` command builds one from its arguments and refuses a bad value with
+status 2 before anything heavy loads; ``kvae.train`` re-exports it for
+notebooks. This module imports nothing from Keras or from kvae's Keras-using
+modules, so its choices are defined here and the other modules import them.
+"""
+
+import dataclasses
+import math
+
+BACKENDS = ("tensorflow", "jax", "torch")  # the backends kvae is tested on
+KINDS = ("mlp", "conv")  # encoder and decoder networks (kvae.networks)
+SOURCES = ("bundled", "keras")  # where the digits come from (kvae.data)
+LANGS = ("en", "ko")  # the figures' label languages (kvae.plots)
+# Digits per split, so that --train-size is checked before the data loads.
+SPLIT_SIZES = {"bundled": {"train": 8000, "test": 2000}, "keras": {"train": 60000, "test": 10000}}
+PIXELS = 28 * 28
+
+# Upper bounds, each with its reason. A value past one would not fail usefully: it
+# would exhaust memory or run for days, and only after the data had loaded.
+MAX_SEED = 2**32 - 1  # NumPy and the backends take 32-bit seeds
+MAX_LATENT_DIM = PIXELS  # a code wider than the image it describes has nothing left to learn
+MAX_WIDTH = 16384  # a 784 x 16384 dense layer is 12.8 M weights; wider will not fit a laptop
+MAX_LAYERS = 16  # deeper plain MLPs or conv stacks stop training without residual links
+MAX_BATCH_SIZE = 60000  # the whole MNIST training split: a larger batch is the same batch
+MAX_EPOCHS = 100_000  # weeks on a CPU: a larger number is a typo
+MAX_IW_SAMPLES = 10_000  # Burda et al. (2016) use 5,000; each is one decoder pass per digit
+MAX_IW_EXAMPLES = 10_000  # the largest test split
+# Adam's step: below 1e-8 a float32 weight of typical size (1e-2) no longer changes
+# (its spacing is about 1e-9), so nothing trains; above 10 the first step already
+# throws every weight far out of range.
+MIN_LEARNING_RATE = 1e-8
+MAX_LEARNING_RATE = 10.0
+# The importance-weighted pass decodes k samples for a batch of digits at once; it is
+# cut into passes whose activations stay under this many bytes (batching over k too).
+IW_MEMORY_BUDGET = 256 * 2**20
+
+
+class ConfigError(ValueError):
+    """A setting or a run folder that cannot work; the message names it and what was expected.
+
+    ``field`` is the ``TrainConfig`` field at fault, if one is (the command line
+    names its option).
+    """
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run, with its default and the reason for it.
+
+    The defaults train in about a minute on two CPU cores with the bundled data
+    and give a model whose latent space can be drawn whole. The bounds above
+    (``MAX_*``) are checked here, so the command line and notebooks refuse the
+    same values with the same message.
+
+    Raises:
+        ConfigError: a value outside its type or bounds; the message names the
+            field, what was expected and what was received.
+    """
+
+    latent_dim: int = 2  # two dimensions are drawn whole: scatter and decoded grid
+    kind: str = "mlp"  # dense layers train fastest on a CPU; "conv" is sharper and slower
+    hidden: tuple[int, ...] = (512,)  # one wide hidden layer, as in Kingma & Welling (2014)
+    beta: float = 1.0  # weight of the KL term; 1 makes the loss exactly the negative ELBO
+    epochs: int = 10  # the ELBO still rises after 10 epochs, but slowly; about a minute
+    batch_size: int = 128  # 63 steps per epoch on 8,000 digits: enough updates, cheap steps
+    learning_rate: float = 1e-3  # Adam's usual step; much larger ones can make the loss NaN
+    seed: int = 0  # weights, noise and shuffling: the same seed repeats a run on one backend
+    source: str = "bundled"  # the 8,000 / 2,000 real digits that ship with kvae: no network
+    train_size: int | None = None  # None: the whole training split; fewer for a quick check
+    iw_samples: int = 50  # k in the importance-weighted bound on log p(x)
+    iw_examples: int = 500  # test digits for that bound: k decoder passes each
+
+    def __post_init__(self):
+        _require_int(self, "latent_dim", 1, MAX_LATENT_DIM)
+        _require_int(self, "epochs", 1, MAX_EPOCHS)
+        _require_int(self, "batch_size", 1, MAX_BATCH_SIZE)
+        _require_int(self, "seed", 0, MAX_SEED)
+        _require_int(self, "iw_samples", 1, MAX_IW_SAMPLES)
+        _require_int(self, "iw_examples", 1, MAX_IW_EXAMPLES)
+        _require_choice(self, "kind", KINDS)
+        _require_choice(self, "source", SOURCES)
+        if self.train_size is not None:
+            _require_int(self, "train_size", 1, SPLIT_SIZES[self.source]["train"])
+        hidden = self.hidden
+        if not isinstance(hidden, tuple) or not 1 <= len(hidden) <= MAX_LAYERS:
+            raise ConfigError(
+                f"hidden must be a tuple of 1 to {MAX_LAYERS} layer widths, got {hidden!r}",
+                "hidden",
+            )
+        for width in hidden:
+            if not _is_int(width) or not 1 <= width <= MAX_WIDTH:
+                raise ConfigError(
+                    f"hidden widths must be integers in [1, {MAX_WIDTH}], got {hidden!r}",
+                    "hidden",
+                )
+        _require_number(self, "beta", 0.0, math.inf)
+        _require_number(self, "learning_rate", MIN_LEARNING_RATE, MAX_LEARNING_RATE)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild a config from ``config.json``; unknown keys are refused, not ignored."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"expected a JSON object of TrainConfig fields, got {values!r}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown TrainConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        values = dict(values)
+        if isinstance(values.get("hidden"), list):
+            values["hidden"] = tuple(values["hidden"])
+        return cls(**values)
+
+
+def defaults():
+    """``{field name: default}`` of ``TrainConfig``: what ``--help`` shows."""
+    return {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_int(config, name, minimum, maximum):
+    value = getattr(config, name)
+    if not _is_int(value) or not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}", name
+        )
+
+
+def _require_number(config, name, minimum, maximum):
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and minimum <= value <= maximum):
+        bounds = f">= {minimum:g}" if maximum == math.inf else f"in [{minimum:g}, {maximum:g}]"
+        raise ConfigError(f"{name} must be a finite number {bounds}, got {value!r}", name)
+
+
+def _require_choice(config, name, choices):
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}", name)

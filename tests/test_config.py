@@ -1,0 +1,88 @@
+"""TrainConfig owns every range; kvae.config, kvae.rundir and kvae.cli load without Keras."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kvae import config
+from kvae.config import ConfigError, TrainConfig
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("seed", 2**32, ["seed", "4294967295", "4294967296"]),
+        ("seed", -1, ["seed", "-1"]),
+        ("latent_dim", 0, ["latent_dim", "0"]),
+        ("latent_dim", config.MAX_LATENT_DIM + 1, ["latent_dim", "785"]),
+        ("batch_size", 10**7, ["batch_size", "60000"]),
+        ("hidden", (10**8,), ["hidden", "16384"]),
+        ("hidden", (64,) * 17, ["hidden", "16"]),
+        ("hidden", (), ["hidden"]),
+        ("iw_samples", 10**6, ["iw_samples", "10000"]),
+        ("iw_examples", 0, ["iw_examples"]),
+        ("learning_rate", 1e-320, ["learning_rate", "1e-08"]),
+        ("learning_rate", 1e12, ["learning_rate", "10"]),
+        ("learning_rate", float("nan"), ["learning_rate", "nan"]),
+        ("beta", -0.5, ["beta", "-0.5"]),
+        ("beta", float("inf"), ["beta", "inf"]),
+        ("epochs", True, ["epochs", "True"]),
+        ("train_size", 8001, ["train_size", "8000", "8001"]),
+        ("kind", "rnn", ["kind", "rnn"]),
+        ("source", "web", ["source", "web"]),
+    ],
+)
+def test_out_of_range_values_are_refused_with_their_field(field, value, words):
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(**{field: value})
+    assert raised.value.field == field
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_the_bounds_themselves_are_accepted():
+    edge = TrainConfig(
+        seed=2**32 - 1,
+        latent_dim=1,
+        learning_rate=config.MIN_LEARNING_RATE,
+        iw_samples=config.MAX_IW_SAMPLES,
+        train_size=8000,
+    )
+    assert edge.seed == 2**32 - 1
+    assert TrainConfig(source="keras", train_size=60000).train_size == 60000
+
+
+def test_split_sizes_are_the_bundled_data():
+    from kvae.data import load_mnist
+
+    for split, size in config.SPLIT_SIZES["bundled"].items():
+        assert len(load_mnist(split)[0]) == size
+
+
+def test_from_dict_refuses_unknown_keys_and_non_objects():
+    values = dataclasses.asdict(TrainConfig(hidden=(32, 16)))
+    assert TrainConfig.from_dict(values) == TrainConfig(hidden=(32, 16))
+    with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({**values, "colour": "red"})
+    with pytest.raises(ConfigError, match="JSON object"):
+        TrainConfig.from_dict([1, 2])
+
+
+def test_train_module_reexports_the_config():
+    from kvae import train
+
+    assert train.TrainConfig is TrainConfig and train.ConfigError is ConfigError
+
+
+def test_command_line_modules_import_no_keras():
+    code = (
+        "import sys, kvae.cli, kvae.config, kvae.rundir; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'matplotlib')))"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

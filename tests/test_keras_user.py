@@ -1,0 +1,638 @@
+"""kvae.VAE does what a Keras user expects of a model, under whichever backend runs.
+
+Small MLPs (hidden=(64,)) on a few hundred real digits keep each test short.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, to_numpy
+
+import kvae
+from kvae.callbacks import CyclicalBeta, KLWarmup
+
+DIGITS = 256
+BATCH = 32  # 8 batches per epoch of DIGITS
+# PyTorch's Keras trainer runs one step per call; the others can group them.
+GROUPINGS = [1] if BACKEND == "torch" else [1, 4]
+
+
+def make_vae(beta=1.0, seed=0, optimizer=None, steps_per_execution=None, **kwargs):
+    keras.utils.set_random_seed(seed)
+    encoder = kvae.build_encoder(2, hidden=(64,))
+    decoder = kvae.build_decoder(2, hidden=(64,))
+    vae = kvae.VAE(encoder, decoder, beta=beta, seed=seed, **kwargs)
+    grouping = {} if steps_per_execution is None else {"steps_per_execution": steps_per_execution}
+    vae.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **grouping)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_train):
+    return mnist_train[0][:DIGITS]
+
+
+@pytest.fixture(scope="module")
+def held_out(mnist_test):
+    return mnist_test[0][:128]
+
+
+class CountBatches(keras.callbacks.Callback):
+    """Counts the training batches run (the last batch index of each call, plus one)."""
+
+    def on_train_begin(self, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches = max(self.batches, batch + 1)
+
+
+def assert_identity(logs, beta, prefix=""):
+    """The logged loss is reconstruction + beta * KL, exactly up to float32 rounding."""
+    loss, reconstruction, kl = (
+        np.asarray(logs[prefix + name], np.float64)
+        for name in ("loss", "reconstruction_loss", "kl_loss")
+    )
+    np.testing.assert_allclose(loss, reconstruction + np.asarray(beta) * kl, rtol=1e-5)
+
+
+# 1. beta is state ---------------------------------------------------------------------
+
+
+class BetaPerEpoch(keras.callbacks.Callback):
+    def __init__(self, betas):
+        super().__init__()
+        self.betas = betas
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.beta = self.betas[epoch]
+
+
+def test_beta_set_by_a_callback_or_between_fits_is_used_and_saved(digits, held_out):
+    betas = [0.0, 3.0, 0.5]
+    vae = make_vae()
+    history = vae.fit(
+        digits,
+        epochs=3,
+        batch_size=BATCH,
+        validation_data=held_out,
+        callbacks=[BetaPerEpoch(betas)],
+        verbose=0,
+    ).history
+    assert_identity(history, betas)
+    assert_identity(history, betas, prefix="val_")
+    assert vae.beta == 0.5 and vae.get_config()["beta"] == 0.5
+    vae.beta = np.float32(50)  # a NumPy scalar, between fits
+    again = vae.fit(digits, epochs=1, batch_size=BATCH, validation_data=held_out, verbose=0)
+    assert_identity(again.history, [50.0])
+    assert_identity(again.history, [50.0], prefix="val_")
+    assert_identity(vae.evaluate(held_out, verbose=0, return_dict=True), 50.0)
+    assert vae.get_config()["beta"] == 50.0
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0, got True"):
+        vae.beta = True
+
+
+class GroupLogs(keras.callbacks.Callback):
+    """Per-call means of each metric, recovered from Keras's running means."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.previous = {"batches": 0, "loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0}
+
+    def on_train_begin(self, logs=None):
+        self.groups = []  # (first global step, {metric: mean over the call's batches})
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        seen, before = batch + 1, self.previous
+        group = seen - before["batches"]
+        means = {}
+        for name in ("loss", "reconstruction_loss", "kl_loss"):
+            total = float(logs[name]) * seen
+            means[name] = (total - before[name] * before["batches"]) / group
+            before[name] = float(logs[name])
+        before["batches"] = seen
+        self.groups.append((self.step, means))
+        self.step += group
+
+
+SCHEDULES = {  # name: (callback, beta at global step s as the paper defines it)
+    "linear warm-up": (lambda: KLWarmup(steps=6, beta_max=2.0), lambda s: 2.0 * min(1.0, s / 6)),
+    "cyclical": (
+        lambda: CyclicalBeta(period=4, ratio=0.5, beta_max=2.0),
+        lambda s: 2.0 * min(1.0, (s % 4) / 4 / 0.5),
+    ),
+}
+
+
+@pytest.mark.parametrize("grouping", GROUPINGS)
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_annealing_takes_effect_at_the_next_call(digits, schedule, grouping):
+    make_callback, beta_at = SCHEDULES[schedule]
+    vae = make_vae(steps_per_execution=grouping)
+    groups = GroupLogs()
+    vae.fit(digits, epochs=2, batch_size=BATCH, callbacks=[make_callback(), groups], verbose=0)
+    assert len(groups.groups) == 16 // grouping
+    steps = np.array([step for step, _ in groups.groups])
+    loss, reconstruction, kl = (
+        np.array([means[name] for _, means in groups.groups])
+        for name in ("loss", "reconstruction_loss", "kl_loss")
+    )
+    beta = np.array([beta_at(s) for s in steps])
+    # Differencing float32 running means costs ~1e-3 nats; a stale beta costs >= 0.1.
+    np.testing.assert_allclose(loss, reconstruction + beta * kl, atol=0.02)
+    stale = np.array([beta_at(s - grouping) if s else 1.0 for s in steps])
+    assert np.max(np.abs(loss - (reconstruction + stale * kl))) > 0.1
+    assert vae.beta == pytest.approx(beta_at(16 - grouping))
+
+
+def test_schedules_refuse_bad_arguments():
+    for make, message in (
+        (lambda: KLWarmup(steps=0), "steps must be a positive integer"),
+        (lambda: KLWarmup(steps=10, beta_max=float("inf")), "beta_max must be a finite"),
+        (lambda: CyclicalBeta(period=10, ratio=0.0), r"ratio must be a number in \(0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make()
+
+
+def test_free_bits_floor_the_loss_but_not_the_reported_kl(digits, held_out):
+    floor = 0.5  # nats per dimension: above an untrained encoder's per-dimension KL
+    vae = make_vae(beta=2.0, free_bits=np.float64(floor))
+    x = held_out[:64]
+    loss, terms = vae.compute_terms(x)
+    reconstruction, kl, logged_loss, loss = to_numpy(
+        terms["reconstruction_loss"], terms["kl_loss"], terms["loss"], loss
+    )
+    z_mean, z_log_var = to_numpy(*vae.encode(x))
+    kl_per_dim = 0.5 * (z_mean**2 + np.exp(z_log_var) - 1 - z_log_var)  # (64, 2)
+    np.testing.assert_allclose(kl, kl_per_dim.sum(-1), rtol=1e-4)  # the true KL
+    floored = np.maximum(kl_per_dim.mean(0), floor).sum()
+    np.testing.assert_allclose(loss, reconstruction.mean() + 2.0 * floored, rtol=1e-5)
+    np.testing.assert_allclose(logged_loss.mean(), loss, rtol=1e-5)
+    assert loss - (reconstruction + 2.0 * kl).mean() > 0.5  # the floor binds here
+    clone = kvae.VAE.from_config(vae.get_config())
+    assert clone.free_bits == floor and clone.beta == 2.0
+    history = vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    with pytest.raises(ValueError, match="free_bits must be a finite number >= 0"):
+        make_vae(free_bits=-1.0)
+
+
+# 2. summary ---------------------------------------------------------------------------
+
+
+def summary_text(model):
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    return "\n".join(lines)
+
+
+def test_summary_before_and_after_fit_and_evaluate(digits):
+    vae = make_vae()
+    assert "sampling (Sampling)" in summary_text(vae)
+    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+    vae.evaluate(digits[:64], verbose=0)
+    text = summary_text(vae)
+    assert "sampling (Sampling)" in text and "encoder (Functional)" in text
+
+
+# 3. save, then load in a fresh process ------------------------------------------------
+
+LOAD = """
+import sys
+{first}
+{second}
+import numpy as np
+vae = keras.saving.load_model(sys.argv[1])
+assert type(vae).__name__ == "VAE", type(vae)
+predicted = vae.predict(np.load(sys.argv[2]), verbose=0)
+np.testing.assert_allclose(predicted, np.load(sys.argv[3]), atol=1e-6)
+print(keras.backend.backend(), vae.beta, vae.free_bits)
+"""
+
+
+@pytest.mark.parametrize("order", ["kvae first", "keras first"])
+def test_saved_model_loads_in_a_fresh_process(tmp_path, digits, held_out, order):
+    vae = make_vae(free_bits=0.25)
+    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+    vae.beta = 2.5  # the current value is what is saved
+    vae.save(tmp_path / "vae.keras")
+    np.save(tmp_path / "x.npy", held_out[:16])
+    np.save(tmp_path / "y.npy", to_numpy(vae.predict(held_out[:16], verbose=0))[0])
+    imports = ["import kvae", "import keras"]
+    first, second = imports if order == "kvae first" else imports[::-1]
+    script = LOAD.format(first=first, second=second)
+    paths = [str(tmp_path / name) for name in ("vae.keras", "x.npy", "y.npy")]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *paths],
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [BACKEND, "2.5", "0.25"]
+
+
+# 4. mixed precision -------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def one_sgd_step(x, policy):
+    keras.config.set_dtype_policy(policy)
+    vae = make_vae(optimizer=keras.optimizers.SGD(1e-3), steps_per_execution=1)
+    before = [to_numpy(w)[0] for w in vae.trainable_weights]
+    vae.fit(x, epochs=1, batch_size=len(x), verbose=0)
+    after = [to_numpy(w)[0] for w in vae.trainable_weights]
+    keras.config.set_dtype_policy("float32")
+    return np.concatenate([(a - b).ravel() for a, b in zip(after, before, strict=True)])
+
+
+# Relative L2 error of the update against float32. float16 keeps 11 significant bits
+# (rounding 5e-4) and bfloat16 8 (4e-3); one SGD step measured 1.0e-3 and 4.8e-3 under
+# PyTorch. The tolerances leave 10x room for the other backends' kernels. An unscaled
+# update is 1/32768 of the float32 one: error 1.0.
+TOLERANCE = {"mixed_float16": 0.01, "mixed_bfloat16": 0.05}
+
+
+@pytest.mark.parametrize("policy", sorted(TOLERANCE))
+def test_mixed_precision_updates_match_float32(digits, policy, restore_policy):
+    reference = one_sgd_step(digits[:128], "float32")
+    mixed = one_sgd_step(digits[:128], policy)
+    error = np.linalg.norm(mixed - reference) / np.linalg.norm(reference)
+    assert error < TOLERANCE[policy], error
+
+
+# 5. what the networks must be ---------------------------------------------------------
+
+
+def functional(inputs, outputs):
+    return keras.Model(inputs, outputs)
+
+
+def encoder_with(outputs_of):
+    images = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(images)
+    return keras.Model(images, outputs_of(h))
+
+
+def dense(width, **kwargs):
+    return keras.layers.Dense(width, **kwargs)
+
+
+def decoder_with(*layers):
+    z = keras.Input((2,))
+    h = z
+    for layer in layers:
+        h = layer(h)
+    return keras.Model(z, h)
+
+
+BAD_NETWORKS = {
+    "encoder returns z too": (
+        lambda: encoder_with(lambda h: [dense(2)(h), dense(2)(h), dense(2)(h)]),
+        lambda: kvae.build_decoder(2, hidden=(8,)),
+        r"expected the encoder to return two tensors \[z_mean, z_log_var\].*received "
+        r"\[\(2, 2\), \(2, 2\), \(2, 2\)\]",
+    ),
+    "encoder returns one tensor": (
+        lambda: encoder_with(lambda h: dense(4)(h)),
+        lambda: kvae.build_decoder(2, hidden=(8,)),
+        r"two tensors \[z_mean, z_log_var\].*received \(2, 4\)",
+    ),
+    "unequal heads": (
+        lambda: encoder_with(lambda h: [dense(2)(h), dense(3)(h)]),
+        lambda: kvae.build_decoder(2, hidden=(8,)),
+        r"same shape \(batch, latent_dim\); received \(2, 2\) and \(2, 3\)",
+    ),
+    "flat decoder": (
+        lambda: kvae.build_encoder(2, hidden=(8,)),
+        lambda: decoder_with(dense(784)),
+        r"expected the decoder to return logits shaped like the encoder's input, "
+        r"\(batch, 28, 28, 1\); received \(2, 784\)",
+    ),
+    "sigmoid decoder": (
+        lambda: kvae.build_encoder(2, hidden=(8,)),
+        lambda: decoder_with(dense(784, activation="sigmoid"), keras.layers.Reshape((28, 28, 1))),
+        r"expected the decoder to return logits.*activation='sigmoid'",
+    ),
+    "softmax decoder": (
+        lambda: kvae.build_encoder(2, hidden=(8,)),
+        lambda: decoder_with(
+            dense(784), keras.layers.Activation("softmax"), keras.layers.Reshape((28, 28, 1))
+        ),
+        r"expected the decoder to return logits.*activation='softmax'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NETWORKS))
+def test_networks_are_checked_at_construction(case):
+    encoder, decoder, message = BAD_NETWORKS[case]
+    with pytest.raises(ValueError, match=message):
+        kvae.VAE(encoder(), decoder())
+
+
+class SubclassedEncoder(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten, self.hidden = keras.layers.Flatten(), dense(32, activation="relu")
+        self.mean, self.log_var = dense(2), dense(2)
+
+    def call(self, x):
+        h = self.hidden(self.flatten(x))
+        return [self.mean(h), self.log_var(h)]
+
+
+def dynamic_encoder():
+    images = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(images)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(images, [dense(2)(h), dense(2)(h)])
+
+
+@pytest.mark.parametrize("make_encoder", [SubclassedEncoder, dynamic_encoder])
+def test_subclassed_and_dynamic_shape_encoders_train_on_arrays(digits, make_encoder):
+    keras.utils.set_random_seed(0)
+    vae = kvae.VAE(make_encoder(), kvae.build_decoder(2, hidden=(32,)), seed=0)
+    vae.compile(optimizer="adam")
+    history = vae.fit(digits[:128], epochs=1, batch_size=BATCH, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert np.isfinite(vae.evaluate(digits[:64], verbose=0, return_dict=True)["loss"])
+    with pytest.raises(ValueError, match=r"got \(4, 28, 28, 3\)"):
+        vae.fit(np.zeros((4, 28, 28, 3), "float32"), verbose=0)
+
+
+def test_numpy_scalars_are_numbers_and_bools_are_not():
+    encoder = kvae.build_encoder(latent_dim=np.int64(2), hidden=(np.int32(8),))
+    vae = kvae.VAE(encoder, kvae.build_decoder(np.int64(2), hidden=(8,)), beta=np.float32(1))
+    assert vae.beta == 1.0 and isinstance(vae.get_config()["beta"], float)
+    with pytest.raises(ValueError, match="latent_dim must be an integer >= 1, got True"):
+        kvae.build_encoder(latent_dim=True)
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0, got False"):
+        kvae.VAE(encoder, kvae.build_decoder(2, hidden=(8,)), beta=False)
+
+
+# 6. compile(loss=...), sample weights ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"loss": "binary_crossentropy"}, {"metrics": ["mae"]}], ids=["loss", "metrics"]
+)
+def test_compile_refuses_a_loss_or_metrics(kwargs):
+    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
+    with pytest.raises(ValueError, match="VAE computes its own loss and metrics"):
+        vae.compile(optimizer="adam", **kwargs)
+
+
+class WeightedBatches(keras.utils.PyDataset):
+    def __init__(self, x, **kwargs):
+        super().__init__(**kwargs)
+        self.x = x
+
+    def __len__(self):
+        return len(self.x) // BATCH
+
+    def __getitem__(self, index):
+        x = self.x[index * BATCH : (index + 1) * BATCH]
+        return x, x, np.ones(len(x), "float32")
+
+
+def test_sample_weights_are_refused_not_ignored(digits):
+    vae = make_vae()
+    with pytest.raises(ValueError, match="take no sample_weight"):
+        vae.fit(digits, sample_weight=np.ones(len(digits)), verbose=0)
+    with pytest.raises(ValueError, match="take no class_weight"):
+        vae.fit(digits, class_weight={0: 1.0}, verbose=0)
+    with pytest.raises(ValueError, match="the first batch of x carries sample weights"):
+        vae.fit(WeightedBatches(digits), verbose=0)
+    with pytest.raises(ValueError, match="take no sample_weight"):
+        vae.evaluate(digits, sample_weight=np.ones(len(digits)), verbose=0)
+
+
+# 7. every data path is checked before training -----------------------------------------
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, **kwargs):
+        super().__init__(**kwargs)
+        self.x = x
+
+    def __len__(self):
+        return len(self.x) // BATCH
+
+    def __getitem__(self, index):
+        return self.x[index * BATCH : (index + 1) * BATCH]
+
+
+def generator(x):
+    for start in range(0, len(x), BATCH):
+        yield (x[start : start + BATCH],)  # Keras wants tuples from generators
+
+
+def tf_dataset(x):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
+
+
+def data_loader(x):
+    import torch
+
+    return torch.utils.data.DataLoader(torch.from_numpy(x), batch_size=BATCH)
+
+
+SOURCES = {"PyDataset": Batches, "generator": generator}
+if BACKEND in ("tensorflow", "jax"):
+    SOURCES["tf.data"] = tf_dataset
+if BACKEND == "torch":
+    SOURCES["DataLoader"] = data_loader
+
+
+def as_bytes(x):
+    return np.rint(x * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_streams_train_with_validation_and_lose_no_batch(digits, held_out, source):
+    make = SOURCES[source]
+    vae = make_vae(steps_per_execution=1)
+    count = CountBatches()
+    history = vae.fit(
+        make(digits), validation_data=make(held_out), epochs=1, callbacks=[count], verbose=0
+    ).history
+    assert count.batches == DIGITS // BATCH  # a generator keeps the batch that was checked
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
+    assert_identity(history, [1.0], prefix="val_")
+    logs = vae.evaluate(make(held_out), verbose=0, return_dict=True)
+    assert np.isfinite(logs["loss"])
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_streams_of_bytes_are_refused_before_training(digits, held_out, source):
+    make = SOURCES[source]
+    vae = make_vae(steps_per_execution=1)
+    count = CountBatches()
+    count.batches = 0
+    message = r"the first batch of {}: expected float images in \[0, 1\], got dtype uint8"
+    with pytest.raises(ValueError, match=message.format("x")):
+        vae.fit(make(as_bytes(digits)), epochs=1, callbacks=[count], verbose=0)
+    with pytest.raises(ValueError, match=message.format("validation_data")):
+        vae.fit(
+            make(digits), validation_data=make(as_bytes(held_out)), callbacks=[count], verbose=0
+        )
+    assert count.batches == 0  # refused before any step
+    with pytest.raises(ValueError, match=message.format("x")):
+        vae.evaluate(make(as_bytes(held_out)), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data: expected float images.*uint8"):
+        vae.fit(digits, validation_data=(as_bytes(held_out),), verbose=0)
+
+
+def test_a_gaussian_vae_refuses_bytes_too(held_out):
+    vae = make_vae(likelihood="gaussian")
+    with pytest.raises(ValueError, match=r"got dtype uint8"):
+        vae.evaluate(Batches(as_bytes(held_out)), verbose=0)
+
+
+def poison(vae):
+    kernel = vae.decoder.layers[-2].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_stop_names_the_calls_true_batches_and_the_term(digits):
+    vae = make_vae()  # default grouping: 16 steps per call (1 on PyTorch)
+    poison(vae)
+    where = "batch 0" if BACKEND == "torch" else r"batches 0\.\.3 \(one call\)"
+    with pytest.raises(FloatingPointError, match=rf"not finite at {where}: .*reconstruction_loss"):
+        vae.fit(digits, epochs=2, batch_size=64, verbose=0)  # 4 batches per epoch
+
+
+def test_nan_stop_blames_a_huge_beta(digits):
+    vae = make_vae(beta=1e4, optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(FloatingPointError, match="beta=10000 multiplies the KL term's gradient"):
+        vae.fit(digits, epochs=3, batch_size=BATCH, verbose=0)
+
+
+# 8. the AE changes nothing it is given -------------------------------------------------
+
+
+def test_ae_leaves_the_encoder_alone_for_a_later_vae(digits):
+    keras.utils.set_random_seed(0)
+    encoder, decoder = kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,))
+    ae = kvae.AE(encoder, decoder)
+    ae.compile(optimizer="adam")
+    ae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+    assert all(layer.trainable for layer in encoder.layers)
+    assert len(ae.trainable_variables) == 8  # z_log_var's kernel and bias get no gradient
+    vae = kvae.VAE(encoder, decoder, seed=0)
+    vae.compile(optimizer="adam")
+    before = [to_numpy(w)[0] for w in vae.trainable_weights]
+    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+    changed = [
+        not np.array_equal(b, to_numpy(w)[0])
+        for b, w in zip(before, vae.trainable_weights, strict=True)
+    ]
+    assert len(changed) == 10 and all(changed)
+
+
+# 12. sampling images ------------------------------------------------------------------
+
+
+class FixedLatents:
+    """A sampler: every code at (1, -1); records how it was called."""
+
+    def sample_latents(self, n, seed=None):
+        self.called = (n, seed)
+        return np.tile(np.array([[1.0, -1.0]], "float32"), (n, 1))
+
+
+def test_sample_draws_images_reproducibly(digits):
+    vae = make_vae()
+    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+    images = vae.sample(8, seed=3)
+    assert images.shape == (8, 28, 28, 1) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    np.testing.assert_array_equal(images, vae.sample(8, seed=3))
+    assert not np.allclose(images, vae.sample(8, seed=4))
+    z = np.random.default_rng(3).standard_normal((8, 2)).astype("float32")
+    np.testing.assert_allclose(images, to_numpy(vae.decode(z))[0], atol=1e-6)
+    sampler = FixedLatents()
+    fixed = vae.sample(5, sampler=sampler, seed=7)
+    assert sampler.called == (5, 7)
+    np.testing.assert_allclose(fixed, to_numpy(vae.decode(sampler.sample_latents(5)))[0], 1e-6)
+    binary = vae.sample(64, seed=0, binary=True)
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(binary, vae.sample(64, seed=0, binary=True))
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_sample_refuses_bad_counts(n):
+    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        vae.sample(n)
+
+
+def test_sample_refuses_a_sampler_of_the_wrong_shape():
+    vae = kvae.VAE(kvae.build_encoder(3, hidden=(8,)), kvae.build_decoder(3, hidden=(8,)))
+    with pytest.raises(ValueError, match=r"return shape \(5, 3\), got \(5, 2\)"):
+        vae.sample(5, sampler=FixedLatents())
+
+
+# Keras's own callbacks ------------------------------------------------------------------
+
+
+def test_early_stopping_and_checkpoint_with_validation_split(tmp_path, digits):
+    vae = make_vae()
+    path = tmp_path / "best.keras"
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=0),
+        keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True),
+    ]
+    history = vae.fit(
+        digits, epochs=2, batch_size=BATCH, validation_split=0.25, callbacks=callbacks, verbose=0
+    ).history
+    assert len(history["val_loss"]) >= 1 and np.all(np.isfinite(history["val_loss"]))
+    best = keras.saving.load_model(path)
+    assert isinstance(best, kvae.VAE)
+    logs = best.evaluate(digits[-64:], verbose=0, return_dict=True)
+    assert_identity(logs, 1.0)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_after_an_interruption(tmp_path, digits):
+    vae = make_vae()
+    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        vae.fit(digits, epochs=2, batch_size=BATCH, callbacks=[backup, Interrupt()], verbose=0)
+    resumed = make_vae(seed=1)  # other weights: the backup must replace them
+    history = resumed.fit(digits, epochs=2, batch_size=BATCH, callbacks=[backup], verbose=0)
+    assert len(history.history["loss"]) == 1  # only epoch 1 was left
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_an_unsupported_backend_is_one_clear_line():
+    """``import keras`` still works after ``import kvae``; using kvae says why it cannot."""
+    code = "import kvae, keras\nprint(keras.backend.backend())\nkvae.VAE"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "KERAS_BACKEND": "numpy"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and result.stdout.strip() == "numpy", result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "RuntimeError: kvae runs on tensorflow, jax or torch; Keras is on 'numpy'"
+    )

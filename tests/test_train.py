@@ -1,0 +1,30 @@
+"""The importance-weighted pass stays within its memory budget and gives the same numbers."""
+
+import numpy as np
+import pytest
+
+from kvae import config, train
+
+
+@pytest.mark.parametrize(("samples", "kind"), [(50, "mlp"), (10_000, "mlp"), (10_000, "conv")])
+def test_each_decoder_pass_fits_the_memory_budget(samples, kind):
+    hidden = (config.MAX_WIDTH,) * 2 if kind == "mlp" else (512,)
+    digits, k_chunk = train.iw_pass_size(samples, hidden, kind)
+    floats = 2 * (config.PIXELS + sum(hidden)) if kind == "mlp" else 64 * config.PIXELS
+    assert 1 <= k_chunk <= samples and 1 <= digits <= train.IW_BATCH
+    assert digits * k_chunk * floats * 4 <= config.IW_MEMORY_BUDGET
+    if k_chunk < samples:  # k itself had to be cut: one digit at a time, as many as fit
+        assert digits == 1 and (k_chunk + 1) * floats * 4 > config.IW_MEMORY_BUDGET
+
+
+def test_cutting_k_into_chunks_gives_the_same_bound(small_vae, mnist_test, monkeypatch):
+    x = mnist_test[0][:5]
+    monkeypatch.setattr(train, "IW_BATCH", 1)  # one digit a pass: the noise is drawn alike
+    assert train.iw_pass_size(16, (64,)) == (1, 16)
+    whole = train.importance_weighted_log_px(small_vae, x, 16, seed=3, hidden=(64,))
+    # A budget of 5 images a pass: k = 16 is cut into chunks of 5, 5, 5 and 1.
+    monkeypatch.setattr(train, "IW_MEMORY_BUDGET", 5 * 4 * 2 * (784 + 64))
+    assert train.iw_pass_size(16, (64,)) == (1, 5)
+    chunked = train.importance_weighted_log_px(small_vae, x, 16, seed=3, hidden=(64,))
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5)
+    assert whole[1] <= whole[0]  # the ELBO is below the k-sample bound (Jensen)
