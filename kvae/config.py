@@ -28,8 +28,8 @@ MAX_BATCH_SIZE = 60000  # the whole MNIST training split: a larger batch is the 
 MAX_EPOCHS = 100_000  # weeks on a CPU: a larger number is a typo
 MAX_IW_SAMPLES = 10_000  # Burda et al. (2016) use 5,000; each is one decoder pass per digit
 MAX_IW_EXAMPLES = 10_000  # the largest test split
-# The judge reads about 2,000 images a second on one core: 100,000 samples per sampler
-# is already minutes of judging, and the shares are then known to +-0.002.
+# The judge reads about 1,000 images a second on a busy 2-core CPU: 100,000 samples per
+# sampler is minutes of judging, and the shares are then known to +-0.002 already.
 MAX_JUDGE_SAMPLES = 100_000
 # A full-covariance mixture component holds d(d+1)/2 + d numbers; past 1,000 components
 # the fit on 8,000 codes has fewer codes than parameters per component and only overfits.
