@@ -32,8 +32,9 @@ ONCE = pytest.mark.skipif(
 # seconds per run, and every part of a run folder still gets written.
 QUICK = ["--epochs", "1", "--train-size", "512", "--batch-size", "64", "--hidden", "128"]
 QUICK += ["--iw-samples", "8", "--iw-examples", "64", "--quiet"]
-# The judge on few samples, a small mixture, and a one-epoch 2-D companion for the 2-D figures.
-QUICK += ["--judge-samples", "200", "--mixture-components", "5", "--map-epochs", "1"]
+# The judge on few samples and a small mixture; no 2-D companion (its own runs add COMPANION).
+QUICK += ["--judge-samples", "200", "--mixture-components", "5", "--map-epochs", "0"]
+COMPANION_EPOCHS = ["--map-epochs", "1"]  # a one-epoch 2-D companion for the 2-D figures
 RUN_FILES = ("model.keras", "model_2d.keras", "config.json", "history.json", "history.csv")
 RUN_FILES += ("metrics.json",)
 COMPANION = {"model_2d.keras", "figures/map_latent_scatter.png"}  # absent from 2-D runs
@@ -170,7 +171,7 @@ def assert_judge_metrics(metrics):
 def run_dir(tmp_path_factory):
     """A short run trained with this pass's backend, through the environment variable."""
     out = tmp_path_factory.mktemp("own") / "run"
-    result = kvae("train", *QUICK, "--out", out)
+    result = kvae("train", *QUICK, *COMPANION_EPOCHS, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "8/8" in result.stdout  # Keras's progress: 512 digits in batches of 64
     assert "test ELBO" in result.stdout
@@ -378,7 +379,7 @@ def test_a_killed_runs_staging_is_removed_by_the_next_run(tmp_path):
     (stale,) = staging_folders(tmp_path)
     assert not out.exists()
     # The re-run also shows that a 1-D latent space finishes, with a strip for its scatter.
-    result = kvae("train", *QUICK, "--latent-dim", "1", "--out", out)
+    result = kvae("train", *QUICK, *COMPANION_EPOCHS, "--latent-dim", "1", "--out", out)
     assert result.returncode == 0, result.stderr
     assert not stale.exists()
     one_d = set(FIGURES)  # its decoded grid and second scatter are the 2-D companion's
