@@ -171,6 +171,9 @@ def _add_training_options(parser, epochs, beta=True):
     add("--train-size", "use only the first N training digits", type=int)
     add("--iw-samples", "k, samples per digit for the log p(x) bound", type=int)
     add("--iw-examples", "test digits for the log p(x) bound", type=int)
+    add("--mixture-components", "Gaussian mixture fitted to the training codes", type=int)
+    add("--judge-samples", "samples per sampler that the judge reads", type=int)
+    add("--map-epochs", "epochs of the 2-D companion model for the figures; 0: none", type=int)
 
 
 def _add_output_options(parser):
@@ -244,15 +247,39 @@ def default_out(prefix, config):
 
 
 def summary(metrics, out):
-    """What a run measured, in nats per test example."""
+    """What a run measured: nats per test example, then what the judge reads in its images."""
     return (
         f"test ELBO {metrics['elbo']:.2f} nats"
         f" (reconstruction {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f})\n"
         f"log p(x) >= {metrics['iw_log_px']:.2f} nats: importance-weighted bound,"
         f" k={metrics['iw_samples']}, first {metrics['iw_examples']} test digits"
         f" (ELBO on those digits {metrics['iw_elbo']:.2f})\n"
+        f"{judge_summary(metrics)}\n"
         f"backend {metrics['backend']}, {metrics['wall_seconds']:.0f} s; run folder: {out}"
     )
+
+
+JUDGE_ROWS = (
+    ("prior", "samples from N(0, I)"),
+    ("mixture", "samples from a {mixture_components}-component Gaussian mixture"),
+    ("aggregate", "samples from the aggregate posterior"),
+    ("reference", "real test digits (reference)"),
+)
+
+
+def judge_summary(metrics):
+    """The judge's lines: right-digit reconstructions, then one line per sampler."""
+    lines = [
+        f"judge: {metrics['reconstruction_accuracy']:.1%} of test reconstructions are the "
+        f"right digit; {metrics['judge_samples']} samples per sampler:"
+    ]
+    for name, label in JUDGE_ROWS:
+        label = label.format(**metrics)
+        lines.append(
+            f"  {label:<50} confident {metrics[name + '_confident']:.1%},"
+            f" score {metrics[name + '_score']:.2f}, rarest digit {metrics[name + '_rarest']:.1%}"
+        )
+    return "\n".join(lines)
 
 
 # --- the backend ------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ LABELS = {
         "grid": "decoded latent grid",
         "interp": "interpolation",
         "prior": r"samples from $\mathcal{N}(0, I)$",
+        "mixture": "samples from a Gaussian mixture\nfitted to the training codes",
+        "map": "2-D companion model",
         "tradeoff": "reconstruction and KL against beta",
         "rd_curve": "rate-distortion curve",
     },
@@ -91,6 +93,8 @@ LABELS = {
         "grid": "잠재 공간 격자 디코딩",
         "interp": "보간",
         "prior": r"$\mathcal{N}(0, I)$에서 뽑은 샘플",
+        "mixture": "학습 데이터의 코드에 맞춘\n가우시안 혼합에서 뽑은 샘플",
+        "map": "함께 학습한 2차원 모델",
         "tradeoff": "베타에 따른 재구성 오차와 KL",
         "rd_curve": "율-왜곡 곡선",
     },
@@ -252,6 +256,29 @@ def prior_samples(decode, latent_dim, n=64, seed=0, ax=None, lang="en", title=No
     return image_grid(
         np.asarray(decode(z)), ncols=ncols, ax=ax, title=title or labels(lang)["prior"]
     )
+
+
+def sampler_samples(decode, codes, lang="en"):
+    """Decoded samples of several samplers side by side, one labelled mosaic each.
+
+    Args:
+        decode: callable from codes (n, latent_dim) to probabilities
+            (n, 28, 28, 1), such as ``vae.decode``.
+        codes: ``{"prior": z, "mixture": z, ...}``, arrays (n, latent_dim); a
+            key with a label (``"prior"``, ``"mixture"``) is titled by it, any
+            other by the key itself.
+
+    Returns:
+        The figure, one panel per entry of ``codes`` in its order.
+    """
+    text = labels(lang)
+    fig, axes = plt.subplots(1, len(codes), figsize=(4.6 * len(codes), 5.2), squeeze=False)
+    for ax, (name, z) in zip(axes[0], codes.items(), strict=True):
+        z = np.asarray(z, dtype=np.float32)
+        ncols = int(np.ceil(np.sqrt(len(z))))
+        image_grid(np.asarray(decode(z)), ncols=ncols, ax=ax, title=text.get(name, name))
+    fig.tight_layout()
+    return fig
 
 
 def loss_curves(history, ax=None, lang="en", title=None):

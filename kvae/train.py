@@ -7,10 +7,18 @@ again, under whichever backend Keras is running on. A run folder holds::
     model.keras     the trained VAE (backend-neutral: it loads under any backend)
     config.json     the TrainConfig used
     history.json    per-epoch metrics; history.csv, the same as a table
+    model_2d.keras  the 2-D companion VAE drawn in the 2-D figures (when
+                    latent_dim != 2 and map_epochs > 0)
     metrics.json    test-set reconstruction, KL and ELBO, the importance-weighted
-                    log p(x) bound, in nats per example; backend, versions, wall time
+                    log p(x) bound, in nats per example; the judge's figures
+                    (reconstructions that are the right digit; samples from
+                    N(0, I), a Gaussian mixture and the aggregate posterior:
+                    confident share, classifier score, rarest class; the real
+                    test digits' reference row); backend, versions, wall time
     figures/*.png   loss curves, reconstructions, latent scatter, decoded latent
-                    grid (latent_dim == 2), interpolation strip, prior samples
+                    grid (of the model if 2-D, else of the 2-D companion),
+                    interpolation strip, samples from N(0, I) beside samples
+                    from the mixture
     kvae-run.json   the run's id and the list of files above (see kvae.rundir)
 
 Settings live in ``kvae.config`` and folders in ``kvae.rundir``; this module
@@ -26,12 +34,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import elbo, rundir
+from kvae import elbo, judge, rundir
 from kvae.config import IW_MEMORY_BUDGET, PIXELS, ConfigError, TrainConfig
 from kvae.data import load_mnist
 from kvae.models import VAE
 from kvae.networks import build_decoder, build_encoder
 from kvae.rundir import CONFIG_FILE, FIGURES_DIR, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from kvae.samplers import AggregatePosteriorSampler, GaussianMixtureSampler
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,7 +55,10 @@ __all__ = [
     "encode",
     "evaluate",
     "fit",
+    "fit_map",
+    "fit_samplers",
     "importance_weighted_log_px",
+    "judge_metrics",
     "load_data",
     "markdown_table",
     "redraw_figures",
@@ -56,6 +68,9 @@ __all__ = [
 
 INTERPOLATION_DIGITS = (1, 7)  # two classes with different strokes: the strip shows a morph
 IW_BATCH = 100  # test digits per importance-sampling pass, if the memory budget allows
+MAP_MODEL_FILE = "model_2d.keras"  # the 2-D companion: see TrainConfig.map_epochs
+SAMPLERS = ("prior", "mixture", "aggregate")  # N(0, I), Gaussian mixture, q(z) = mean q(z|x_i)
+FIGURE_SAMPLES = 64  # images per sampler in the samples figure: an 8 x 8 grid each
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -91,14 +106,23 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
         started = time.perf_counter()
         data = load_data(config)
         vae, history = fit(config, data, verbose=verbose)
-        metrics = {**evaluate(vae, data, config, verbose=verbose), **run_info(started)}
+        map_vae = fit_map(config, data, verbose=verbose)
+        samplers = fit_samplers(vae, data, config)
+        metrics = {
+            **evaluate(vae, data, config, verbose=verbose),
+            **judge_metrics(vae, data, config, samplers),
+            **map_metrics(map_vae, data, config),
+            **run_info(started),
+        }
         with rundir.staged(run_dir, force, rundir.new_run_id()) as staging:
             vae.save(staging / MODEL_FILE)
+            if map_vae is not None:
+                map_vae.save(staging / MAP_MODEL_FILE)
             rundir.write_json(staging / CONFIG_FILE, dataclasses.asdict(config))
             rundir.write_json(staging / HISTORY_FILE, history)
             rundir.write_csv(staging / "history.csv", _history_rows(history))
             rundir.write_json(staging / METRICS_FILE, metrics)
-            draw_figures(vae, data, history, staging / FIGURES_DIR, config, lang)
+            draw_figures(vae, data, history, staging / FIGURES_DIR, config, lang, samplers, map_vae)
     return metrics
 
 
@@ -139,6 +163,81 @@ def fit(config, data, verbose=1):
         verbose=verbose,
     )
     return vae, {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def fit_map(config, data, verbose=1):
+    """The 2-D companion VAE, trained for ``config.map_epochs``; None when none is wanted.
+
+    A model whose code has two dimensions can be drawn whole (a scatter with
+    each posterior's ellipse, a decoded grid); the run's own model cannot when
+    its code is wider. The companion has the run's networks, seed and data,
+    with ``latent_dim=2``.
+    """
+    if config.latent_dim == 2 or config.map_epochs == 0:
+        return None
+    if verbose:
+        print(f"2-D companion model for the figures ({config.map_epochs} epochs)", flush=True)
+    map_config = dataclasses.replace(config, latent_dim=2, epochs=config.map_epochs)
+    return fit(map_config, data, verbose=verbose)[0]
+
+
+def fit_samplers(vae, data, config):
+    """``{"prior": None, "mixture": ..., "aggregate": ...}``, fitted to the training codes.
+
+    ``None`` stands for N(0, I) (``VAE.sample``'s default). The mixture has
+    ``config.mixture_components`` full-covariance components; both samplers are
+    seeded with ``config.seed``.
+    """
+    x_train, _ = data["train"]
+    mixture = GaussianMixtureSampler(vae, config.mixture_components, "full", seed=config.seed)
+    aggregate = AggregatePosteriorSampler(vae, seed=config.seed)
+    return {"prior": None, "mixture": mixture.fit(x_train), "aggregate": aggregate.fit(x_train)}
+
+
+def judge_metrics(vae, data, config, samplers=None):
+    """What the judge (``kvae.judge``) reads in the model's reconstructions and samples.
+
+    ``reconstruction_accuracy``: share of the test reconstructions that are the
+    right digit. For each sampler in ``SAMPLERS``, ``config.judge_samples``
+    images drawn with ``config.seed``: ``<sampler>_confident`` (share with
+    max p(y|x) >= 0.9), ``<sampler>_score`` (classifier score, 10 at best),
+    ``<sampler>_rarest`` (share of the rarest digit, 0.1 at best) and
+    ``<sampler>_class_shares``. ``reference_*``: the same for the real test
+    digits (``kvae.judge.reference()``), the row to compare against.
+    """
+    samplers = fit_samplers(vae, data, config) if samplers is None else samplers
+    x_test, y_test = data["test"]
+    metrics = {"reconstruction_accuracy": judge.reconstruction_accuracy(vae, x_test, y_test)}
+    scores = {
+        name: judge.score(
+            vae.sample(config.judge_samples, sampler=samplers[name], seed=config.seed)
+        )
+        for name in SAMPLERS
+    }
+    scores["reference"] = judge.reference()
+    for name, score in scores.items():
+        metrics[f"{name}_confident"] = score.confident
+        metrics[f"{name}_score"] = score.classifier_score
+        metrics[f"{name}_rarest"] = score.rarest_class
+        metrics[f"{name}_class_shares"] = list(score.class_shares)
+    metrics["judge_samples"] = config.judge_samples
+    metrics["reference_examples"] = scores["reference"].n
+    metrics["mixture_components"] = config.mixture_components
+    return metrics
+
+
+def map_metrics(map_vae, data, config):
+    """The 2-D companion's test ELBO and right-digit share, so its figures can be weighed."""
+    if map_vae is None:
+        return {}
+    x_test, y_test = data["test"]
+    results = map_vae.evaluate(x_test, batch_size=config.batch_size, verbose=0, return_dict=True)
+    return {
+        "map_latent_dim": 2,
+        "map_epochs": config.map_epochs,
+        "map_elbo": -float(results["reconstruction_loss"] + results["kl_loss"]),
+        "map_reconstruction_accuracy": judge.reconstruction_accuracy(map_vae, x_test, y_test),
+    }
 
 
 def evaluate(vae, data, config, verbose=0):
@@ -259,12 +358,15 @@ def _numpy(tensor):
 # --- figures ----------------------------------------------------------------------------------
 
 
-def draw_figures(vae, data, history, folder, config, lang="en"):
+def draw_figures(vae, data, history, folder, config, lang="en", samplers=None, map_vae=None):
     """Write the run's PNG figures into ``folder``; returns their paths.
 
     Every latent size gets its figures: ``plots.latent_scatter`` draws 1-D codes
-    as a strip per digit and more than two as the two most active dimensions;
-    the decoded grid needs exactly two.
+    as a strip per digit and more than two as the two most active dimensions.
+    The decoded grid needs exactly two: it is the model's own when
+    ``latent_dim == 2``, else the 2-D companion's (``map_vae``), drawn with its
+    scatter as ``map_latent_scatter``. ``samples`` decodes codes from N(0, I)
+    beside codes from the mixture fitted to the training codes.
     """
     from kvae import plots  # matplotlib only when figures are drawn
 
@@ -274,6 +376,14 @@ def draw_figures(vae, data, history, folder, config, lang="en"):
     decode = decoder_fn(vae)
     z_mean, z_log_var = encode(vae, x_test)
     start, end = (int(np.flatnonzero(y_test == d)[0]) for d in INTERPOLATION_DIGITS)
+    if samplers is None:
+        samplers = fit_samplers(vae, data, config)
+    codes = {
+        "prior": np.random.default_rng(config.seed).standard_normal(
+            (FIGURE_SAMPLES, config.latent_dim)
+        ),
+        "mixture": samplers["mixture"].sample_latents(FIGURE_SAMPLES, seed=config.seed),
+    }
     figures = {
         "loss_curves": lambda: plots.loss_curves(history, lang=lang),
         "reconstructions": lambda: plots.reconstructions(
@@ -283,12 +393,23 @@ def draw_figures(vae, data, history, folder, config, lang="en"):
         "interpolation": lambda: plots.interpolation_strip(
             decode, z_mean[start], z_mean[end], lang=lang
         ),
-        "prior_samples": lambda: plots.prior_samples(
-            decode, config.latent_dim, seed=config.seed, lang=lang
-        ),
+        "samples": lambda: plots.sampler_samples(decode, codes, lang=lang),
     }
     if config.latent_dim == 2:
         figures["latent_grid"] = lambda: plots.latent_grid(decode, lang=lang)
+    elif map_vae is not None:
+        map_title = plots.labels(lang)["map"]
+        map_z_mean, map_z_log_var = encode(map_vae, x_test)
+        figures["map_latent_scatter"] = lambda: plots.latent_scatter(
+            map_z_mean,
+            y_test,
+            map_z_log_var,
+            lang=lang,
+            title=f"{map_title}: " + plots.labels(lang)["latent"],
+        )
+        figures["latent_grid"] = lambda: plots.latent_grid(
+            decoder_fn(map_vae), lang=lang, title=f"{map_title}: " + plots.labels(lang)["grid"]
+        )
     return [save_figure(draw(), folder / f"{name}.png") for name, draw in figures.items()]
 
 
@@ -335,8 +456,10 @@ def redraw_figures(run_dir, lang="en"):
                 f"{str(run_dir / CONFIG_FILE)!r} contradicts the model: latent_dim "
                 f"{config.latent_dim} in the config, {latent_dim} in {MODEL_FILE}"
             )
+        map_path = run_dir / MAP_MODEL_FILE
+        map_vae = load_model(map_path) if map_path.is_file() else None
         folder = run_dir / FIGURES_DIR
-        paths = draw_figures(vae, load_data(config), history, folder, config, lang)
+        paths = draw_figures(vae, load_data(config), history, folder, config, lang, map_vae=map_vae)
         marker = rundir.read_marker(run_dir)
         if marker is not None:
             rundir.write_marker(run_dir, marker["run_id"])
@@ -355,7 +478,13 @@ def load_model(path):
 # --- the beta sweep ---------------------------------------------------------------------------
 
 
-SWEEP_COLUMNS = ("beta", "reconstruction", "kl", "elbo", "mean_sigma")
+NATS_COLUMNS = ("beta", "reconstruction", "kl", "elbo", "mean_sigma")  # two decimals
+# The judge's reading of each beta's model (see judge_metrics): shares and scores.
+JUDGE_COLUMNS = (
+    "reconstruction_accuracy",
+    *(f"{name}_{what}" for name in SAMPLERS[:2] for what in ("confident", "score", "rarest")),
+)
+SWEEP_COLUMNS = (*NATS_COLUMNS, *JUDGE_COLUMNS)
 SWEEP_CSV_COLUMNS = (*SWEEP_COLUMNS, "status")
 
 
@@ -402,7 +531,7 @@ def _sweep_one(config, data, verbose):
         vae, history = fit(config, data, verbose=verbose)
     except FloatingPointError as error:  # kvae's StopOnNaN: keep the other betas
         return {"beta": config.beta, "status": "failed", "error": str(error)}, None
-    metrics = evaluate(vae, data, config)
+    metrics = {**evaluate(vae, data, config), **judge_metrics(vae, data, config)}
     return {**{name: metrics[name] for name in SWEEP_COLUMNS}, "status": "ok"}, history
 
 
@@ -430,11 +559,11 @@ def _draw_sweep_figures(folder, rows, lang):
 
 
 def markdown_table(rows):
-    """The sweep's rows as a Markdown table, numbers in nats to two decimals."""
+    """The sweep's rows as a Markdown table: nats to two decimals, the judge's shares to three."""
     lines = ["| " + " | ".join(SWEEP_COLUMNS) + " |", "|" + "---:|" * len(SWEEP_COLUMNS)]
     for row in rows:
         if row.get("status", "ok") == "ok":
-            cells = [f"{row[name]:.2f}" for name in SWEEP_COLUMNS]
+            cells = [f"{row[name]:.{2 if name in NATS_COLUMNS else 3}f}" for name in SWEEP_COLUMNS]
         else:
             cells = [f"{row['beta']:.2f}", *["failed"] * (len(SWEEP_COLUMNS) - 1)]
         lines.append("| " + " | ".join(cells) + " |")

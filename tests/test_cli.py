@@ -32,9 +32,18 @@ ONCE = pytest.mark.skipif(
 # seconds per run, and every part of a run folder still gets written.
 QUICK = ["--epochs", "1", "--train-size", "512", "--batch-size", "64", "--hidden", "128"]
 QUICK += ["--iw-samples", "8", "--iw-examples", "64", "--quiet"]
-RUN_FILES = ("model.keras", "config.json", "history.json", "history.csv", "metrics.json")
+# The judge on few samples and a small mixture; no 2-D companion (its own runs add COMPANION).
+QUICK += ["--judge-samples", "200", "--mixture-components", "5", "--map-epochs", "0"]
+COMPANION_EPOCHS = ["--map-epochs", "1"]  # a one-epoch 2-D companion for the 2-D figures
+RUN_FILES = ("model.keras", "model_2d.keras", "config.json", "history.json", "history.csv")
+RUN_FILES += ("metrics.json",)
+COMPANION = {"model_2d.keras", "figures/map_latent_scatter.png"}  # absent from 2-D runs
 FIGURES = ("loss_curves", "reconstructions", "latent_scatter", "latent_grid")
-FIGURES += ("interpolation", "prior_samples")
+FIGURES += ("interpolation", "samples", "map_latent_scatter")
+TWO_D_FIGURES = tuple(name for name in FIGURES if name != "map_latent_scatter")
+SAMPLERS = ("prior", "mixture", "aggregate")
+# kvae.judge.reference(): the bundled test digits, as the judge's documentation states them.
+REFERENCE = {"confident": 0.942, "score": 9.29, "rarest": 0.085}
 # -log p(x) of a decoder that says 0.5 for every pixel: 784 * log 2. Anything trained does better.
 COIN_FLIP_NATS = 784 * math.log(2.0)
 
@@ -118,8 +127,10 @@ def read_metrics(run_dir):
 
 
 def assert_complete_run(run_dir, backend, figures=FIGURES):
+    config = json.loads((run_dir / "config.json").read_text())
+    companion = config["latent_dim"] != 2 and config["map_epochs"] > 0
     for name in RUN_FILES:
-        assert (run_dir / name).is_file(), name
+        assert (run_dir / name).is_file() == (companion or name not in COMPANION), name
     for name in figures:
         png = (run_dir / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, name
@@ -131,6 +142,7 @@ def assert_complete_run(run_dir, backend, figures=FIGURES):
     assert metrics["kl"] > 0
     # log-mean-exp >= mean (Jensen), example by example: the k-sample bound sits above the ELBO.
     assert metrics["iw_log_px"] >= metrics["iw_elbo"]
+    assert_judge_metrics(metrics)
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == 1 and math.isfinite(history["val_loss"][0])
     # The marker lists exactly the files the run wrote, so --force can tell them from others.
@@ -138,21 +150,39 @@ def assert_complete_run(run_dir, backend, figures=FIGURES):
     assert rundir.read_marker(run_dir)["files"] == files
 
 
+def assert_judge_metrics(metrics):
+    """The judge's figures are there, each in its range; the reference row is the real digits'."""
+    assert 0.0 <= metrics["reconstruction_accuracy"] <= 1.0
+    assert metrics["judge_samples"] == 200 and metrics["mixture_components"] == 5
+    for name in (*SAMPLERS, "reference"):
+        assert 0.0 <= metrics[f"{name}_confident"] <= 1.0, name
+        assert 1.0 - 1e-9 <= metrics[f"{name}_score"] <= 10.0 + 1e-9, name  # exp of a KL <= log 10
+        shares = metrics[f"{name}_class_shares"]
+        assert len(shares) == 10 and math.isclose(sum(shares), 1.0), name
+        assert metrics[f"{name}_rarest"] == min(shares) <= 0.1, name
+    for what, value in REFERENCE.items():
+        assert metrics[f"reference_{what}"] == pytest.approx(value, abs=0.0051), what
+    assert metrics["reference_examples"] == 2000
+    if "map_elbo" in metrics:  # the 2-D companion of a wider code
+        assert -COIN_FLIP_NATS < metrics["map_elbo"] < 0 and metrics["map_latent_dim"] == 2
+        assert 0.0 <= metrics["map_reconstruction_accuracy"] <= 1.0
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A short run trained with this pass's backend, through the environment variable."""
     out = tmp_path_factory.mktemp("own") / "run"
-    result = kvae("train", *QUICK, "--out", out)
+    result = kvae("train", *QUICK, *COMPANION_EPOCHS, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "8/8" in result.stdout  # Keras's progress: 512 digits in batches of 64
     assert "test ELBO" in result.stdout
-    return out
+    return out, result.stdout
 
 
 @pytest.fixture
 def run_copy(run_dir, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(run_dir[0], copy)
     return copy
 
 
@@ -160,12 +190,15 @@ def run_copy(run_dir, tmp_path):
 def replaced_run(run_dir, tmp_path_factory):
     """A copy of ``run_dir`` replaced (``--force``) by a run on another backend (``--backend``).
 
+    The replacement has a 2-D code: it draws its own decoded grid, with no companion.
+
     Returns the folder and the digest of the copy it replaced.
     """
     out = tmp_path_factory.mktemp("other") / "run"
-    shutil.copytree(run_dir, out)
+    shutil.copytree(run_dir[0], out)
     before = digest(out)
-    args = ["--seed", "1", "--backend", OTHER_BACKEND, "--out", out, "--force"]
+    args = ["--seed", "1", "--backend", OTHER_BACKEND, "--latent-dim", "2", "--out", out]
+    args += ["--force"]
     result = kvae("train", *QUICK, *args)
     assert result.returncode == 0, result.stderr
     return out, before
@@ -177,15 +210,58 @@ def replaced_run(run_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_train_writes_a_complete_run(run_dir):
     """Each backend's pass of the suite trains under that backend."""
-    assert_complete_run(run_dir, BACKEND)
-    assert leftovers(run_dir.parent) == []
+    out, _ = run_dir
+    assert_complete_run(out, BACKEND)
+    assert leftovers(out.parent) == []
+
+
+@pytest.mark.slow
+def test_judge_figures_repeat_from_the_saved_model_and_the_seed(run_dir):
+    """metrics.json's judge figures are those of the saved model, drawn with the config's seed."""
+    import numpy as np
+
+    from kvae import GaussianMixtureSampler, judge, load_mnist
+
+    out, stdout = run_dir
+    metrics = read_metrics(out)
+    vae = keras.saving.load_model(out / "model.keras")
+    x_test, y_test = load_mnist("test")
+    right = np.mean(
+        judge.predict_proba(np.asarray(vae.predict(x_test, verbose=0))).argmax(1) == y_test
+    )
+    assert metrics["reconstruction_accuracy"] == pytest.approx(right, abs=2 / len(y_test))
+    prior = judge.score(vae.sample(200, seed=0))
+    mixture = GaussianMixtureSampler(vae, 5, seed=0).fit(load_mnist("train")[0][:512])
+    drawn = judge.score(vae.sample(200, sampler=mixture, seed=0))
+    for name, score in (("prior", prior), ("mixture", drawn)):
+        assert metrics[f"{name}_confident"] == pytest.approx(score.confident, abs=2 / 200), name
+        assert metrics[f"{name}_rarest"] == pytest.approx(score.rarest_class, abs=2 / 200), name
+
+
+@pytest.mark.slow
+def test_train_summary_prints_the_judge_figures(run_dir):
+    out, stdout = run_dir
+    metrics = read_metrics(out)
+    right = f"{metrics['reconstruction_accuracy']:.1%} of test reconstructions are the right digit"
+    assert right in stdout
+    lines = {line.split("  confident")[0].strip(): line for line in stdout.splitlines()}
+    for key, label in (
+        ("prior", "samples from N(0, I)"),
+        ("mixture", "samples from a 5-component Gaussian mixture"),
+        ("aggregate", "samples from the aggregate posterior"),
+        ("reference", "real test digits (reference)"),
+    ):
+        line = lines[label]
+        assert f"confident {metrics[key + '_confident']:.1%}" in line, line
+        assert f"score {metrics[key + '_score']:.2f}" in line, line
+        assert f"rarest digit {metrics[key + '_rarest']:.1%}" in line, line
 
 
 @pytest.mark.slow
 def test_force_replaces_a_run(replaced_run):
     out, before = replaced_run
     after = digest(out)
-    assert after.keys() == before.keys()
+    assert after.keys() == before.keys() - COMPANION  # nothing of the 16-D run is left
     assert after["model.keras"][1] != before["model.keras"][1]
     assert json.loads((out / "config.json").read_text())["seed"] == 1
     assert leftovers(out.parent) == []
@@ -194,7 +270,8 @@ def test_force_replaces_a_run(replaced_run):
 @pytest.mark.slow
 def test_backend_option_overrides_the_environment(replaced_run):
     out, _ = replaced_run
-    assert_complete_run(out, OTHER_BACKEND)
+    assert_complete_run(out, OTHER_BACKEND, TWO_D_FIGURES)
+    assert "map_elbo" not in read_metrics(out)
 
 
 @pytest.mark.slow
@@ -203,7 +280,8 @@ def test_figures_loads_a_run_saved_under_another_backend(replaced_run):
     shutil.rmtree(out / "figures")
     result = kvae("figures", out, "--lang", "ko")
     assert result.returncode == 0, result.stderr
-    for name in FIGURES:
+    assert {p.stem for p in (out / "figures").iterdir()} == set(TWO_D_FIGURES)
+    for name in TWO_D_FIGURES:
         assert (out / "figures" / f"{name}.png").stat().st_size > 2000, name
     assert read_metrics(out)["backend"] != BACKEND  # the load did cross backends
     assert leftovers(out.parent) == []
@@ -228,9 +306,17 @@ def test_sweep_keeps_the_finished_betas_when_one_fails(tmp_path):
     # The tug of war: a stronger pull towards N(0, I) leaves less information in z.
     assert rows[1]["kl"] < rows[0]["kl"]
     csv_lines = (out / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0] == "beta,reconstruction,kl,elbo,mean_sigma,status"
-    assert csv_lines[3].endswith(",,,,failed")
-    assert "| beta |" in result.stdout and "| failed |" in (out / "sweep.md").read_text()
+    judged = ["reconstruction_accuracy"]
+    judged += [f"{s}_{w}" for s in ("prior", "mixture") for w in ("confident", "score", "rarest")]
+    header = ["beta", "reconstruction", "kl", "elbo", "mean_sigma", *judged, "status"]
+    assert csv_lines[0] == ",".join(header)
+    assert csv_lines[3].endswith("," * (len(header) - 2) + "failed")
+    for row in rows[:2]:
+        assert all(0.0 <= row[name] <= 10.0 for name in judged), row
+        assert row["mixture_rarest"] <= 0.1 and row["reconstruction_accuracy"] <= 1.0
+    markdown = (out / "sweep.md").read_text()
+    assert "| " + " | ".join(header[:-1]) + " |" in markdown
+    assert "| beta |" in result.stdout and "| failed |" in markdown
     for name in ("beta_tradeoff", "sigma_vs_beta"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 2000, name
     assert leftovers(tmp_path) == []
@@ -297,7 +383,7 @@ def test_a_killed_runs_staging_is_removed_by_the_next_run(tmp_path):
     result = kvae("train", *QUICK, "--latent-dim", "1", "--out", out)
     assert result.returncode == 0, result.stderr
     assert not stale.exists()
-    one_d = set(FIGURES) - {"latent_grid"}  # a decoded grid needs two dimensions
+    one_d = set(FIGURES) - {"latent_grid", "map_latent_scatter"}  # no 2-D model: no grid
     assert_complete_run(out, BACKEND, one_d)
     assert {p.stem for p in (out / "figures").iterdir()} == one_d
     assert leftovers(tmp_path) == []
@@ -330,11 +416,12 @@ def test_figures_refuses_a_config_that_contradicts_the_model(run_copy):
 
 @ONCE
 def test_existing_run_is_not_overwritten(run_dir):
-    before = digest(run_dir)
-    result = kvae("train", *QUICK, "--out", run_dir)
+    out, _ = run_dir
+    before = digest(out)
+    result = kvae("train", *QUICK, "--out", out)
     assert_usage_error(result, "already exists", "--force")
-    assert digest(run_dir) == before
-    assert leftovers(run_dir.parent) == []
+    assert digest(out) == before
+    assert leftovers(out.parent) == []
 
 
 @ONCE
@@ -476,6 +563,11 @@ def test_help_shows_the_config_defaults():
     result = kvae("train", "--help")
     text = " ".join(result.stdout.split())
     defaults = TrainConfig()
-    assert f"hidden layer widths (default {defaults.hidden[0]})" in text
+    widths = " ".join(map(str, defaults.hidden))
+    assert f"hidden layer widths (default {widths})" in text
+    assert (
+        f"Gaussian mixture fitted to the training codes (default {defaults.mixture_components})"
+        in text
+    )
     assert f"Adam's step size (default {defaults.learning_rate})" in text
     assert "a folder with other files is refused, never deleted" in text

@@ -33,6 +33,12 @@ from kvae.config import ConfigError, TrainConfig
         ("train_size", 8001, ["train_size", "8000", "8001"]),
         ("kind", "rnn", ["kind", "rnn"]),
         ("source", "web", ["source", "web"]),
+        ("mixture_components", 0, ["mixture_components", "[1, 1000]", "0"]),
+        ("mixture_components", 1001, ["mixture_components", "1000", "1001"]),
+        ("judge_samples", 0, ["judge_samples", "0"]),
+        ("judge_samples", 100_001, ["judge_samples", "100000", "100001"]),
+        ("judge_samples", 2.5, ["judge_samples", "2.5"]),
+        ("map_epochs", -1, ["map_epochs", "-1"]),
     ],
 )
 def test_out_of_range_values_are_refused_with_their_field(field, value, words):
@@ -53,6 +59,20 @@ def test_the_bounds_themselves_are_accepted():
     )
     assert edge.seed == 2**32 - 1
     assert TrainConfig(source="keras", train_size=60000).train_size == 60000
+    judged = TrainConfig(
+        mixture_components=config.MAX_MIXTURE_COMPONENTS,
+        judge_samples=config.MAX_JUDGE_SAMPLES,
+        map_epochs=0,
+    )
+    assert judged.judge_samples == 100_000 and judged.map_epochs == 0
+    assert TrainConfig(train_size=7, mixture_components=7).mixture_components == 7
+
+
+def test_a_mixture_needs_a_training_code_per_component():
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(train_size=7, mixture_components=8)
+    assert raised.value.field == "mixture_components"
+    assert "at most the 7 training digits" in str(raised.value) and "got 8" in str(raised.value)
 
 
 def test_split_sizes_are_the_bundled_data():

@@ -98,6 +98,27 @@ def test_latent_grid_decodes_an_n_by_n_grid_with_z2_rising_upwards():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("latent_dim", [1, 2, 16])
+@pytest.mark.parametrize("lang", plots.LANGS)
+def test_sampler_samples_draws_each_sampler_beside_the_other(latent_dim, lang):
+    rng = np.random.default_rng(0)
+    codes = {"prior": rng.standard_normal((9, latent_dim)), "mixture": np.zeros((9, latent_dim))}
+    fig = plots.sampler_samples(fake_decode, codes, lang=lang)
+    prior_ax, mixture_ax = fig.axes
+    assert prior_ax.get_title() == plots.LABELS[lang]["prior"]
+    assert mixture_ax.get_title() == plots.LABELS[lang]["mixture"]
+    for ax, z in ((prior_ax, codes["prior"]), (mixture_ax, codes["mixture"])):
+        mosaic = np.asarray(ax.images[0].get_array())
+        assert mosaic.shape == (3 * 28, 3 * 28)  # nine codes: a 3 x 3 mosaic
+        # Each tile holds its own code's image: the bright pixel's row follows z_1.
+        for i, row in enumerate(np.clip(((z[:, 0] + 3) / 6 * 27).astype(int), 0, 27)):
+            r, c = divmod(i, 3)
+            tile = mosaic[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28]
+            assert tile[row, 14] == 1.0 and tile.sum() == 1.0
+    fig.canvas.draw()
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("lang", plots.LANGS)
 def test_every_figure_draws_in_both_languages(lang):
     x = np.random.default_rng(0).uniform(size=(12, 28, 28, 1)).astype("float32")

@@ -28,3 +28,21 @@ def test_cutting_k_into_chunks_gives_the_same_bound(small_vae, mnist_test, monke
     chunked = train.importance_weighted_log_px(small_vae, x, 16, seed=3, hidden=(64,))
     np.testing.assert_allclose(chunked, whole, rtol=1e-5)
     assert whole[1] <= whole[0]  # the ELBO is below the k-sample bound (Jensen)
+
+
+def test_judge_metrics_are_seeded_by_the_config(small_vae, mnist_train, mnist_test):
+    """Same seed, same figures; another seed, other samples: nothing is drawn unseeded."""
+    data = {
+        "train": (mnist_train[0][:300], None),
+        "test": (mnist_test[0][:200], mnist_test[1][:200]),
+    }
+    one = config.TrainConfig(judge_samples=300, mixture_components=4, seed=5)
+    first, again = (train.judge_metrics(small_vae, data, one) for _ in range(2))
+    assert first == again
+    other = train.judge_metrics(small_vae, data, config.TrainConfig(judge_samples=300, seed=6))
+    for name in train.SAMPLERS:
+        assert first[f"{name}_score"] != other[f"{name}_score"], name  # other images
+        assert sum(first[f"{name}_class_shares"]) == pytest.approx(1.0)
+    # The reconstructions do not depend on the seed: the posterior mean is decoded.
+    assert first["reconstruction_accuracy"] == other["reconstruction_accuracy"]
+    assert first["mixture_components"] == 4 and first["judge_samples"] == 300
