@@ -16,6 +16,8 @@ import importlib.abc
 import importlib.util
 import sys
 
+from kvae.config import BACKENDS  # imports no Keras
+
 # name -> the module that defines it
 _EXPORTS = {
     "AE": "kvae.models",
@@ -58,7 +60,7 @@ def _register_with_keras():
     On another backend nothing is imported here, so ``import keras`` still
     works; using ``kvae.VAE`` there raises kvae.models' one-line error.
     """
-    if sys.modules["keras"].backend.backend() in ("tensorflow", "jax", "torch"):
+    if sys.modules["keras"].backend.backend() in BACKENDS:
         importlib.import_module("kvae.models")  # registers VAE, AE; imports Sampling
 
 
