@@ -47,32 +47,62 @@ def _finite_number(value, name, minimum=0.0):
     return float(value)
 
 
+class FirstNonFiniteBatch(keras.metrics.Metric):
+    """The index, within the epoch, of the first batch whose loss was not finite (-1: none).
+
+    With ``steps_per_execution > 1`` several batches run in one compiled call and
+    only running means come back, which cannot say which batch went wrong; this
+    state, updated inside the step, can. ``StopOnNaN`` reads it; it is not logged.
+    """
+
+    def __init__(self, name="first_nonfinite_batch", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.batches = self.add_variable(shape=(), initializer="zeros", name="batches")
+        self.first = self.add_variable(
+            shape=(), initializer=keras.initializers.Constant(-1.0), name="first"
+        )
+
+    def update_state(self, loss_per_example):
+        went_bad = ops.logical_not(ops.all(ops.isfinite(loss_per_example)))
+        batches, first = ops.convert_to_tensor(self.batches), ops.convert_to_tensor(self.first)
+        is_first = ops.logical_and(went_bad, ops.less(first, 0.0))
+        self.first.assign(ops.where(is_first, batches, first))
+        self.batches.assign(batches + 1.0)
+
+    def result(self):
+        return ops.convert_to_tensor(self.first)
+
+    def reset_state(self):  # Metric's own reset would set ``first`` to 0, a real batch
+        self.batches.assign(0.0)
+        self.first.assign(-1.0)
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first call whose loss is not finite, saying why.
 
-    With ``steps_per_execution=k`` the logs arrive once per group of ``k``
-    batches, so the message names the group (``batches 16..19``), clipped to
-    the epoch's length, and which term (``reconstruction_loss``, ``kl_loss``)
-    went non-finite; its advice follows the likely cause.
+    The message names the first bad batch of the epoch (exact even when
+    ``steps_per_execution`` fuses batches: the model's ``FirstNonFiniteBatch``
+    records it inside the step) and which term (``reconstruction_loss``,
+    ``kl_loss``) went non-finite; its advice follows the likely cause.
     """
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.first_batch = batch
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         if "loss" not in logs or math.isfinite(float(logs["loss"])):
             return
-        steps = self.params.get("steps")
-        last = min(batch, steps - 1) if steps else batch
-        first = min(getattr(self, "first_batch", last), last)
-        where = f"batch {last}" if first == last else f"batches {first}..{last} (one call)"
+        getattr(self.model, "jax_state_sync", lambda: None)()  # JAX: read the live values
+        where = f"batch {self._first_bad_batch(batch)}"
         bad = [k for k, v in logs.items() if not math.isfinite(float(v)) and k != "loss"]
         terms = ", ".join(f"{k}={float(v):g}" for k, v in logs.items())
         raise FloatingPointError(
             f"training stopped: the loss is not finite at {where}: "
             f"{' and '.join(bad) or 'loss'} went non-finite ({terms}). {self._advice(bad)}"
         )
+
+    def _first_bad_batch(self, batch):
+        tracker = getattr(self.model, "nonfinite", None)
+        first = int(ops.convert_to_numpy(tracker.first)) if tracker is not None else -1
+        return first if first >= 0 else batch
 
     def _advice(self, bad):
         model = self.model
@@ -181,6 +211,7 @@ class LatentModel(TrainStep, keras.Model):
         self.decoder = decoder
         self.likelihood = likelihood
         self.trackers = [keras.metrics.Mean(name=name) for name in self.metric_names]
+        self.nonfinite = FirstNonFiniteBatch()  # for StopOnNaN; not logged
 
     def build(self, input_shape=None):
         # The networks arrive built, so there is nothing to create. Subclasses
@@ -190,7 +221,11 @@ class LatentModel(TrainStep, keras.Model):
 
     @property
     def metrics(self):
-        return self.trackers
+        return [*self.trackers, self.nonfinite]
+
+    def metric_inputs(self, terms):
+        """What each metric in ``metrics`` is updated with: its term, by name."""
+        return {**terms, self.nonfinite.name: terms["loss"]}
 
     def encode(self, x):
         """``(z_mean, z_log_var)`` of ``q(z|x)``, each (B, latent_dim)."""
@@ -210,8 +245,9 @@ class LatentModel(TrainStep, keras.Model):
         return elbo.reconstruction(x, self.decoder(z, training=training), self.likelihood)
 
     def update_metrics(self, terms):
-        for tracker in self.trackers:
-            tracker.update_state(terms[tracker.name])
+        inputs = self.metric_inputs(terms)
+        for metric in self.metrics:
+            metric.update_state(inputs[metric.name])
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def compile(self, optimizer="rmsprop", steps_per_execution=STEPS_PER_EXECUTION, **kwargs):

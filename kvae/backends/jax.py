@@ -20,7 +20,9 @@ class JaxTrainStep:
 
     Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
-    metric name) and ``metrics`` (one ``Mean`` per term, named like it);
+    metric name), ``metrics`` (one ``Mean`` per logged term, named like it, in
+    ``metric_names``, and the unlogged ``FirstNonFiniteBatch``) and
+    ``metric_inputs(terms)``, what each metric is updated with;
     ``trainable_variables`` are what the loss reaches.
     """
 
@@ -49,11 +51,13 @@ class JaxTrainStep:
 
     def stateless_update_metrics(self, metrics_variables, terms):
         logs, new_metrics_variables = {}, []
+        inputs = self.metric_inputs(terms)
         for metric in self.metrics:
             start = len(new_metrics_variables)
             values = metrics_variables[start : start + len(metric.variables)]
-            values = metric.stateless_update_state(values, terms[metric.name])
-            logs[metric.name] = metric.stateless_result(values)
+            values = metric.stateless_update_state(values, inputs[metric.name])
+            if metric.name in self.metric_names:  # the logged ones
+                logs[metric.name] = metric.stateless_result(values)
             new_metrics_variables += values
         return logs, new_metrics_variables
 
