@@ -19,6 +19,7 @@ import time
 
 import keras
 import pytest
+from folders import immutable, writable_again
 
 from kvae import rundir
 from kvae.config import TrainConfig
@@ -490,16 +491,6 @@ def test_bad_arguments_exit_2_with_one_line(args, words, env, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def _immutable(path):
-    """A folder no one may write into: immutable for root (chattr +i), read-only otherwise."""
-    path.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-    return path
-
-
 def _make_file(path):
     path.write_text("x")
     return path
@@ -510,7 +501,7 @@ def _make_file(path):
     ("make", "words"),
     [
         (lambda t: _make_file(t / "afile") / "sub", ["afile", "is not a folder"]),
-        (lambda t: _immutable(t / "locked") / "run", ["locked", "is not writable"]),
+        (lambda t: immutable(t / "locked") / "run", ["locked", "is not writable"]),
         (lambda t: t / "link", ["link", "symbolic link"]),
         (lambda t: t / ("a" * 245), ["too long", "245"]),
     ],
@@ -523,8 +514,8 @@ def test_output_location_is_checked_before_training(tmp_path, make, words):
         assert_usage_error(kvae("train", *QUICK, "--out", out), *words)
         assert sorted(os.listdir(tmp_path)) == before
     finally:
-        if (tmp_path / "locked").exists() and os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(tmp_path / "locked")], check=True)
+        if (tmp_path / "locked").exists():
+            writable_again(tmp_path / "locked")
 
 
 def _truncate(path):

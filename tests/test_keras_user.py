@@ -393,19 +393,6 @@ def test_compile_refuses_a_loss_or_metrics(kwargs):
         vae.compile(optimizer="adam", **kwargs)
 
 
-class WeightedBatches(keras.utils.PyDataset):
-    def __init__(self, x, **kwargs):
-        super().__init__(**kwargs)
-        self.x = x
-
-    def __len__(self):
-        return len(self.x) // BATCH
-
-    def __getitem__(self, index):
-        x = self.x[index * BATCH : (index + 1) * BATCH]
-        return x, x, np.ones(len(x), "float32")
-
-
 def test_sample_weights_are_refused_not_ignored(digits):
     vae = make_vae()
     with pytest.raises(ValueError, match="take no sample_weight"):
@@ -431,6 +418,12 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         return self.x[index * BATCH : (index + 1) * BATCH]
+
+
+class WeightedBatches(Batches):
+    def __getitem__(self, index):
+        x = super().__getitem__(index)
+        return x, x, np.ones(len(x), "float32")
 
 
 def generator(x):

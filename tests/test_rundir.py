@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from folders import immutable, writable_again
 
 from kvae import rundir
 from kvae.config import ConfigError
@@ -68,24 +69,12 @@ def test_force_refuses_a_folder_without_the_marker(tmp_path):
     assert (project / "main.py").read_text() == "x"
 
 
-def _immutable(path):
-    """A folder no one may write into: immutable for root (chattr +i), read-only otherwise."""
-    path.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def _writable_again(tmp_path):
     yield
     for path in tmp_path.iterdir():
         if path.name == "locked":
-            if os.geteuid() == 0:
-                subprocess.run(["chattr", "-i", str(path)], check=True)
-            path.chmod(0o755)
+            writable_again(path)
 
 
 def _file(path):
@@ -99,7 +88,7 @@ def _file(path):
         (lambda t: _file(t / "afile") / "sub", ["is not a folder"]),
         (lambda t: (t / "link").symlink_to(t / "nowhere") or t / "link", ["symbolic link"]),
         (lambda t: t / ("a" * 245), ["too long", "245", "231"]),
-        (lambda t: _immutable(t / "locked") / "run", ["is not writable"]),
+        (lambda t: immutable(t / "locked") / "run", ["is not writable"]),
     ],
 )
 def test_targets_that_cannot_work_are_refused(tmp_path, make, words):
