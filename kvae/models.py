@@ -106,7 +106,6 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def _advice(self, bad):
         model = self.model
-        getattr(model, "jax_state_sync", lambda: None)()  # JAX: read the live values
         rate = float(ops.convert_to_numpy(model.optimizer.learning_rate))
         beta = getattr(model, "beta", 0.0)
         if beta >= LARGE_BETA:
