@@ -63,11 +63,11 @@ def main(argv=None):
         command.error(str(error))
     # TensorFlow's C++ start-up notes (CPU instruction sets) would bury the progress bar.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _SigtermRaises():
+    with _StopSignalsRaise():
         try:
             status = args.handler(args, command)
             if rundir.stop_requested() is not None:  # a stop that library code swallowed
-                raise rundir.Terminated()
+                raise rundir.stop_exception(rundir.stop_requested())
             return status
         except ConfigError as error:
             command.error(_option_message(error, command))
@@ -92,21 +92,35 @@ def _option_message(error, command):
     return f"argument {option or '--' + error.field.replace('_', '-')}: {error}"
 
 
-class _SigtermRaises:
-    """While inside, SIGTERM raises ``rundir.Terminated`` in the main thread (not elsewhere)."""
+class _StopSignalsRaise:
+    """While inside, SIGINT and SIGTERM raise in the main thread and are remembered.
+
+    Remembering them matters because library code can swallow the exception (a
+    KeyboardInterrupt raised inside a garbage-collection callback is only
+    printed): ``rundir`` then refuses to rename the folder into place, and the
+    command still ends with the signal's status. A SIGINT that is already
+    ignored (``nohup``, background jobs) stays ignored.
+    """
 
     def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        self.previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _raise_terminated(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
+    rundir.request_stop(signum)
+
+
+def _raise_interrupted(signum, frame):
     rundir.request_stop(signum)
 
 

@@ -30,6 +30,7 @@ import pathlib
 import re
 import secrets
 import shutil
+import signal
 import zipfile
 
 from kvae.config import ConfigError, TrainConfig
@@ -52,9 +53,14 @@ class Terminated(BaseException):
 
 
 def request_stop(signum):
-    """Note that the process was asked to stop, and raise ``Terminated`` (a signal handler)."""
+    """Note that the process was asked to stop, and raise its exception (a signal handler)."""
     _STOP["signal"] = signum
-    raise Terminated(signum)
+    raise stop_exception(signum)
+
+
+def stop_exception(signum):
+    """SIGINT's ``KeyboardInterrupt``, as Python's own handler raises; ``Terminated`` otherwise."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def stop_requested():
@@ -392,7 +398,7 @@ def staged(run_dir, force, run_id):
         # Library code that catches every exception can swallow the Terminated that a
         # signal raised mid-write; the folder may then lack a file, so it is not renamed.
         if stop_requested() is not None:
-            raise Terminated(stop_requested())
+            raise stop_exception(stop_requested())
         write_marker(staging, run_id)
         check_target(run_dir, force)
         if run_dir.exists():
