@@ -62,7 +62,8 @@ class FirstNonFiniteBatch(keras.metrics.Metric):
             shape=(), initializer=keras.initializers.Constant(-1.0), name="first"
         )
 
-    def update_state(self, loss_per_example):
+    def update_state(self, loss_per_example, sample_weight=None):
+        # sample_weight is ignored: padding rows repeat real ones (backends/tensorflow.py).
         went_bad = ops.logical_not(ops.all(ops.isfinite(loss_per_example)))
         batches, first = ops.convert_to_tensor(self.batches), ops.convert_to_tensor(self.first)
         is_first = ops.logical_and(went_bad, ops.less(first, 0.0))
@@ -243,10 +244,11 @@ class LatentModel(TrainStep, keras.Model):
         """``-log p(x|z)`` per example, (B,), in float32 (``kvae.elbo`` decides the likelihood)."""
         return elbo.reconstruction(x, self.decoder(z, training=training), self.likelihood)
 
-    def update_metrics(self, terms):
+    def update_metrics(self, terms, mask=None):
+        """Update every metric with its per-example term; ``mask`` weights the examples."""
         inputs = self.metric_inputs(terms)
         for metric in self.metrics:
-            metric.update_state(inputs[metric.name])
+            metric.update_state(inputs[metric.name], sample_weight=mask)
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def compile(self, optimizer="rmsprop", steps_per_execution=STEPS_PER_EXECUTION, **kwargs):
@@ -257,6 +259,11 @@ class LatentModel(TrainStep, keras.Model):
         callbacks (``on_train_batch_end``, the progress bar, the NaN check)
         fire once every 16 batches, with the metrics' running means.
         ``steps_per_execution=1`` makes them fire every batch, at some speed.
+
+        The training step is compiled with XLA on TensorFlow too (Keras leaves
+        XLA off on a CPU), for one batch shape: a short last batch is padded
+        and masked rather than compiled again (``kvae/backends/tensorflow.py``;
+        JAX pads the same way). ``jit_compile=False`` turns XLA off.
 
         Raises:
             ValueError: for ``loss``, ``loss_weights``, ``metrics`` or

@@ -565,6 +565,56 @@ def test_ae_leaves_the_encoder_alone_for_a_later_vae(digits):
     assert len(changed) == 10 and all(changed)
 
 
+# 13. a short last batch: padded and masked, not compiled again -------------------------
+
+SHORT = 101  # three batches of 32 and a last batch of 5, padded to 32: rows 0-1 appear 7 times
+
+
+def make_ae(learning_rate):
+    keras.utils.set_random_seed(0)
+    ae = CountingAE(kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,)))
+    ae.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    return ae
+
+
+class CountingAE(kvae.AE):
+    """An AE that counts how often its training objective is traced (on PyTorch: run)."""
+
+    def compute_terms(self, x, training=False):
+        self.traced = getattr(self, "traced", 0) + int(training)
+        return super().compute_terms(x, training=training)
+
+
+def test_a_short_last_batch_counts_once_in_the_loss_and_metrics(digits):
+    x = digits[:SHORT]
+    ae = make_ae(learning_rate=0.0)  # weights stay put: the epoch's mean is over fixed values
+    logged = ae.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0).history["loss"][0]
+    _, terms = ae.compute_terms(x)
+    np.testing.assert_allclose(logged, to_numpy(terms["loss"])[0].mean(), rtol=1e-5)
+
+
+def test_a_padded_step_equals_the_step_on_the_short_batch_alone(digits):
+    x = digits[:SHORT]
+    padded, alone = make_ae(learning_rate=0.05), make_ae(learning_rate=0.05)
+    padded.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0)  # the 5 padded to 32
+    alone.fit(x[:96], epochs=1, batch_size=32, shuffle=False, verbose=0)
+    alone.fit(x[96:], epochs=1, batch_size=5, verbose=0)  # a fit of its own: nothing to pad
+    for a, b in zip(padded.trainable_weights, alone.trainable_weights, strict=True):
+        np.testing.assert_allclose(*to_numpy(a, b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs each step eagerly: nothing compiles")
+def test_a_short_last_batch_is_padded_to_the_fit_s_batch_size(digits):
+    ae = make_ae(learning_rate=1e-3)
+    ae.fit(digits[:SHORT], epochs=2, batch_size=32, verbose=0)
+    assert ae.traced == 1  # one shape, one compilation (TensorFlow traces dynamic shapes once)
+    x, mask = to_numpy(*ae.padded(digits[:5]))
+    assert x.shape == (32, 28, 28, 1) and mask.sum() == 5
+    np.testing.assert_array_equal(x[5:7], digits[:2])  # the padding repeats the batch's rows
+    ae.fit(digits[:SHORT], epochs=1, batch_size=8, verbose=0)  # a new fit pads to its own size
+    assert to_numpy(ae.padded(digits[:5])[0])[0].shape == (8, 28, 28, 1)
+
+
 # 12. sampling images ------------------------------------------------------------------
 
 
