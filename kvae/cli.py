@@ -26,7 +26,16 @@ import sys
 import threading
 
 from kvae import rundir
-from kvae.config import BACKENDS, KINDS, LANGS, SOURCES, ConfigError, TrainConfig, defaults
+from kvae.config import (
+    BACKENDS,
+    KINDS,
+    LANGS,
+    SOURCES,
+    ConfigError,
+    TrainConfig,
+    defaults,
+    require_parallel_backend,
+)
 
 SWEEP_EPOCHS = 5  # a sweep trains one model per beta, so each is shorter than a single run
 SWEEP_BETAS = (0.25, 1.0, 4.0, 16.0)  # from near an autoencoder to near posterior collapse
@@ -188,6 +197,7 @@ def _add_training_options(parser, epochs, beta=True):
     add("--mixture-components", "Gaussian mixture fitted to the training codes", type=int)
     add("--judge-samples", "samples per sampler that the judge reads", type=int)
     add("--map-epochs", "epochs of the 2-D companion model for the figures; 0: none", type=int)
+    add("--devices", "devices that share each batch (JAX only); 1: no distribution", type=int)
 
 
 def _add_output_options(parser):
@@ -240,13 +250,18 @@ def run_sweep(args, command):
 
 
 def make_config(args):
-    """A ``TrainConfig`` from the options given; the rest keep the dataclass's defaults."""
+    """A ``TrainConfig`` from the options given; the rest keep the dataclass's defaults.
+
+    ``--devices`` is also checked against the backend chosen, before Keras loads.
+    """
     given = {}
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
         if value is not None:
             given[field.name] = tuple(value) if isinstance(value, list) else value
-    return TrainConfig(**given)
+    config = TrainConfig(**given)
+    require_parallel_backend(config.devices, os.environ["KERAS_BACKEND"])
+    return config
 
 
 def _verbose(args):
@@ -269,8 +284,14 @@ def summary(metrics, out):
         f" k={metrics['iw_samples']}, first {metrics['iw_examples']} test digits"
         f" (ELBO on those digits {metrics['iw_elbo']:.2f})\n"
         f"{judge_summary(metrics)}\n"
-        f"backend {metrics['backend']}, {metrics['wall_seconds']:.0f} s; run folder: {out}"
+        f"backend {metrics['backend']}{_on_devices(metrics)}, {metrics['wall_seconds']:.0f} s;"
+        f" run folder: {out}"
     )
+
+
+def _on_devices(metrics):
+    devices = metrics["devices"]
+    return f" on {devices} devices" if devices > 1 else ""
 
 
 JUDGE_ROWS = (

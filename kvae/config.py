@@ -14,6 +14,10 @@ BACKENDS = ("tensorflow", "jax", "torch")  # the backends kvae is tested on
 KINDS = ("mlp", "conv")  # encoder and decoder networks (kvae.networks)
 SOURCES = ("bundled", "keras")  # where the digits come from (kvae.data)
 LANGS = ("en", "ko")  # the figures' label languages (kvae.plots)
+# Backends whose Keras splits a batch across devices (keras.distribution.DataParallel):
+# under TensorFlow Keras accepts the distribution and trains on one device anyway,
+# and under PyTorch keras.distribution has no implementation at all.
+PARALLEL_BACKENDS = ("jax",)
 # Digits per split, so that --train-size is checked before the data loads.
 SPLIT_SIZES = {"bundled": {"train": 8000, "test": 2000}, "keras": {"train": 60000, "test": 10000}}
 PIXELS = 28 * 28
@@ -25,6 +29,7 @@ MAX_LATENT_DIM = PIXELS  # a code wider than the image it describes has nothing 
 MAX_WIDTH = 16384  # a 784 x 16384 dense layer is 12.8 M weights; wider will not fit a laptop
 MAX_LAYERS = 16  # deeper plain MLPs or conv stacks stop training without residual links
 MAX_BATCH_SIZE = 60000  # the whole MNIST training split: a larger batch is the same batch
+MAX_DEVICES = MAX_BATCH_SIZE  # each device takes an equal share of a batch, at least one digit
 MAX_EPOCHS = 100_000  # weeks on a CPU: a larger number is a typo
 MAX_IW_SAMPLES = 10_000  # Burda et al. (2016) use 5,000; each is one decoder pass per digit
 MAX_IW_EXAMPLES = 10_000  # the largest test split
@@ -95,6 +100,9 @@ class TrainConfig:
     # need two dimensions (scatter with ellipses, decoded grid); 0 trains none. Not
     # trained when latent_dim is 2: the model itself is drawn whole.
     map_epochs: int = 10
+    # Devices that share each batch (keras.distribution.DataParallel, JAX only): 1 runs
+    # on Keras's default device with no distribution, the same on every backend.
+    devices: int = 1
 
     def __post_init__(self):
         _require_int(self, "latent_dim", 1, MAX_LATENT_DIM)
@@ -131,6 +139,32 @@ class TrainConfig:
                 )
         _require_number(self, "beta", 0.0, math.inf)
         _require_number(self, "learning_rate", MIN_LEARNING_RATE, MAX_LEARNING_RATE)
+        _require_int(self, "devices", 1, MAX_DEVICES)
+        if self.devices > 1:
+            self._require_even_shares()
+
+    def _require_even_shares(self):
+        """Every batch of a data-parallel run, the last one of an epoch too, splits evenly.
+
+        Keras shards each batch across the devices and refuses a batch that does not
+        divide; the last batch of the training split and of the test split (the
+        validation pass) hold what is left over after the full batches.
+        """
+        training = self.train_size or SPLIT_SIZES[self.source]["train"]
+        test = SPLIT_SIZES[self.source]["test"]
+        batches = {
+            "a batch": self.batch_size,
+            "the last training batch": training % self.batch_size,
+            "the last test batch": test % self.batch_size,
+        }
+        for name, size in batches.items():
+            if size % self.devices:
+                raise ConfigError(
+                    f"devices must divide every batch evenly, got devices={self.devices} "
+                    f"and {name} of size {size} (batch_size={self.batch_size}; "
+                    f"{training} training and {test} test digits)",
+                    "devices",
+                )
 
     @classmethod
     def from_dict(cls, values):
@@ -147,6 +181,21 @@ class TrainConfig:
         if isinstance(values.get("hidden"), list):
             values["hidden"] = tuple(values["hidden"])
         return cls(**values)
+
+
+def require_parallel_backend(devices, backend):
+    """Refuse ``devices > 1`` unless ``backend`` is one Keras trains in parallel on.
+
+    Raises:
+        ConfigError: ``devices`` above 1 on a backend not in ``PARALLEL_BACKENDS``.
+    """
+    if devices > 1 and backend not in PARALLEL_BACKENDS:
+        raise ConfigError(
+            f"devices={devices} needs the jax backend, got {backend!r}: Keras's "
+            "DataParallel trains on several devices only under JAX (TensorFlow ignores it "
+            "and trains on one device, PyTorch has none); use devices=1 or the jax backend",
+            "devices",
+        )
 
 
 def defaults():

@@ -14,7 +14,8 @@ again, under whichever backend Keras is running on. A run folder holds::
                     (reconstructions that are the right digit; samples from
                     N(0, I), a Gaussian mixture and the aggregate posterior:
                     confident share, classifier score, rarest class; the real
-                    test digits' reference row); backend, versions, wall time
+                    test digits' reference row); backend, devices, versions,
+                    wall time
     figures/*.png   loss curves, reconstructions, latent scatter, decoded latent
                     grid (of the model if 2-D, else of the 2-D companion),
                     interpolation strip, samples from N(0, I) beside samples
@@ -34,7 +35,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import elbo, judge, rundir
+from kvae import elbo, judge, parallel, rundir
 from kvae.config import IW_MEMORY_BUDGET, PIXELS, ConfigError, TrainConfig
 from kvae.data import load_mnist
 from kvae.models import VAE
@@ -99,9 +100,11 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
         The metrics dict written to ``metrics.json``.
 
     Raises:
-        ConfigError: ``run_dir`` cannot be written or replaced, or another run holds it.
+        ConfigError: ``run_dir`` cannot be written or replaced, or another run holds it;
+            ``config.devices`` cannot be used here (``kvae.parallel``).
         FloatingPointError: the loss became NaN or infinite during training.
     """
+    parallel.check(config.devices)
     with rundir.reserve(run_dir, force) as run_dir:
         started = time.perf_counter()
         data = load_data(config)
@@ -112,7 +115,7 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
             **evaluate(vae, data, config, verbose=verbose),
             **judge_metrics(vae, data, config, samplers),
             **map_metrics(map_vae, data, config),
-            **run_info(started),
+            **run_info(started, config),
         }
         with rundir.staged(run_dir, force, rundir.new_run_id()) as staging:
             vae.save(staging / MODEL_FILE)
@@ -150,18 +153,23 @@ def fit(config, data, verbose=1):
 
     The ``val_*`` columns are measured on the test split after each epoch. They
     are only watched, never used to choose anything, so the test numbers stay fair.
+    With ``config.devices > 1`` the model is built and trained with each batch
+    split across that many devices (``kvae.parallel``); the distribution that was
+    set before is set again when ``fit`` returns.
     """
     keras.utils.set_random_seed(config.seed)  # weights and shuffling; the noise has its own seed
-    vae = build_vae(config)
     x_train, _ = data["train"]
     x_test, _ = data["test"]
-    history = vae.fit(
-        x_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_data=(x_test,),
-        verbose=verbose,
-    )
+    # Built inside the scope: variables made outside it would sit on one device only.
+    with parallel.data_parallel(config.devices):
+        vae = build_vae(config)
+        history = vae.fit(
+            x_train,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            validation_data=(x_test,),
+            verbose=verbose,
+        )
     return vae, {name: [float(v) for v in values] for name, values in history.history.items()}
 
 
@@ -343,9 +351,10 @@ def decoder_fn(vae):
     return lambda z: _numpy(vae.decode(np.asarray(z, dtype="float32")))
 
 
-def run_info(started):
+def run_info(started, config):
     return {
         "backend": keras.backend.backend(),
+        "devices": config.devices,
         "keras_version": keras.__version__,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -511,6 +520,7 @@ def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
     if not betas:
         raise ConfigError("betas must name at least one value")
     configs = [dataclasses.replace(config, beta=beta) for beta in betas]  # validates each beta
+    parallel.check(config.devices)
     with rundir.reserve(out_dir, force) as out_dir:
         data = load_data(config)
         with rundir.staged(out_dir, force, rundir.new_run_id()) as staging:

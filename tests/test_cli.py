@@ -476,6 +476,15 @@ def test_force_refuses_a_run_written_before_markers(run_copy):
         (["train", "--train-size", "9000"], ["--train-size", "8000"], {}),
         (["train", "--kind", "rnn"], ["--kind", "rnn"], {}),
         (["train", "--source", "web"], ["--source", "web"], {}),
+        (["train", "--devices", "0"], ["--devices", "0"], {}),
+        (["train", "--devices", "all"], ["--devices", "all"], {}),  # a count: shares must divide
+        (["train", "--devices", "3"], ["--devices", "a batch of size 128"], {}),
+        (["train", "--devices", "2", "--backend", "torch"], ["--devices", "jax backend"], {}),
+        (
+            ["sweep", "--devices", "2"],
+            ["--devices", "'tensorflow'"],
+            {"KERAS_BACKEND": "tensorflow"},
+        ),
         (["train", "--no-such-option"], ["--no-such-option"], {}),
         (["train", "--lat", "3"], ["--lat"], {}),  # no abbreviations
         (["sweep", "--beta", "2"], ["--beta"], {}),  # not read as --betas

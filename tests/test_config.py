@@ -39,6 +39,9 @@ from kvae.config import ConfigError, TrainConfig
         ("judge_samples", 100_001, ["judge_samples", "100000", "100001"]),
         ("judge_samples", 2.5, ["judge_samples", "2.5"]),
         ("map_epochs", -1, ["map_epochs", "-1"]),
+        ("devices", 0, ["devices", "0"]),
+        ("devices", config.MAX_DEVICES + 1, ["devices", "60000", "60001"]),
+        ("devices", 2.0, ["devices", "2.0"]),
     ],
 )
 def test_out_of_range_values_are_refused_with_their_field(field, value, words):
@@ -75,6 +78,37 @@ def test_a_mixture_needs_a_training_code_per_component():
     assert "at most the 7 training digits" in str(raised.value) and "got 8" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"devices": 3}, ["devices=3", "a batch of size 128"]),
+        ({"devices": 2, "train_size": 513, "batch_size": 64}, ["last training batch of size 1"]),
+        ({"devices": 32, "train_size": 960, "batch_size": 96}, ["last test batch of size 80"]),
+    ],
+)
+def test_several_devices_need_batches_that_split_evenly(values, words):
+    """Keras cuts every batch into equal shares, the last of each split too."""
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(**values)
+    assert raised.value.field == "devices"
+    for word in words:
+        assert word in str(raised.value)
+    # 8000 = 31 * 256 + 64 and 2000 = 7 * 256 + 208: every batch splits 16 ways.
+    assert TrainConfig(devices=16, batch_size=256).devices == 16
+
+
+@pytest.mark.parametrize("backend", config.BACKENDS)
+def test_several_devices_need_a_backend_keras_trains_in_parallel_on(backend):
+    config.require_parallel_backend(1, backend)  # one device: no distribution, any backend
+    if backend in config.PARALLEL_BACKENDS:
+        config.require_parallel_backend(2, backend)
+        return
+    with pytest.raises(ConfigError) as raised:
+        config.require_parallel_backend(2, backend)
+    assert raised.value.field == "devices"
+    assert f"devices=2 needs the jax backend, got {backend!r}" in str(raised.value)
+
+
 def test_split_sizes_are_the_bundled_data():
     from kvae.data import load_mnist
 
@@ -85,6 +119,8 @@ def test_split_sizes_are_the_bundled_data():
 def test_from_dict_refuses_unknown_keys_and_non_objects():
     values = dataclasses.asdict(TrainConfig(hidden=(32, 16)))
     assert TrainConfig.from_dict(values) == TrainConfig(hidden=(32, 16))
+    del values["devices"]  # a run saved before the field existed trained on one device
+    assert TrainConfig.from_dict(values).devices == 1
     with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({**values, "colour": "red"})
     with pytest.raises(ConfigError, match="JSON object"):
