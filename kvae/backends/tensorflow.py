@@ -39,7 +39,8 @@ class TensorFlowTrainStep:
         if xla:
             self.padded_train_step = tf.function(self.train_step_on, jit_compile=True)
         # Built now, not by the first step: a tf.function that creates variables traces twice.
-        self.optimizer.build(self.trainable_variables)
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
         # Not a Keras weight: neither saved nor counted by summary().
         self.largest_batch = tf.Variable(0, trainable=False, dtype=tf.int32)
 
