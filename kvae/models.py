@@ -260,10 +260,11 @@ class LatentModel(TrainStep, keras.Model):
         fire once every 16 batches, with the metrics' running means.
         ``steps_per_execution=1`` makes them fire every batch, at some speed.
 
-        The training step is compiled with XLA on TensorFlow too (Keras leaves
-        XLA off on a CPU), for one batch shape: a short last batch is padded
-        and masked rather than compiled again (``kvae/backends/tensorflow.py``;
-        JAX pads the same way). ``jit_compile=False`` turns XLA off.
+        ``jit_compile`` is Keras's (``"auto"``: XLA on a GPU, not on a CPU,
+        under TensorFlow; JAX always compiles). A compiled step sees one batch
+        shape: a short last batch is padded with its own examples and masked
+        out of the loss and metrics rather than compiled again
+        (``kvae/backends/tensorflow.py``, ``kvae/backends/jax.py``).
 
         Raises:
             ValueError: for ``loss``, ``loss_weights``, ``metrics`` or

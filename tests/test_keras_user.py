@@ -568,12 +568,15 @@ def test_ae_leaves_the_encoder_alone_for_a_later_vae(digits):
 # 13. a short last batch: padded and masked, not compiled again -------------------------
 
 SHORT = 101  # three batches of 32 and a last batch of 5, padded to 32: rows 0-1 appear 7 times
+# "auto" is Keras's default (on a CPU: no XLA under TensorFlow, jax.jit under JAX); True asks for
+# XLA under TensorFlow too. PyTorch's jit_compile=True is torch.compile, not kvae's concern here.
+JIT = ["auto"] if BACKEND == "torch" else ["auto", True]
 
 
-def make_ae(learning_rate):
+def make_ae(learning_rate, jit_compile="auto"):
     keras.utils.set_random_seed(0)
     ae = CountingAE(kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,)))
-    ae.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    ae.compile(optimizer=keras.optimizers.SGD(learning_rate), jit_compile=jit_compile)
     return ae
 
 
@@ -585,17 +588,19 @@ class CountingAE(kvae.AE):
         return super().compute_terms(x, training=training)
 
 
-def test_a_short_last_batch_counts_once_in_the_loss_and_metrics(digits):
+@pytest.mark.parametrize("jit_compile", JIT)
+def test_a_short_last_batch_counts_once_in_the_loss_and_metrics(digits, jit_compile):
     x = digits[:SHORT]
-    ae = make_ae(learning_rate=0.0)  # weights stay put: the epoch's mean is over fixed values
+    ae = make_ae(0.0, jit_compile)  # weights stay put: the epoch's mean is over fixed values
     logged = ae.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0).history["loss"][0]
     _, terms = ae.compute_terms(x)
     np.testing.assert_allclose(logged, to_numpy(terms["loss"])[0].mean(), rtol=1e-5)
 
 
-def test_a_padded_step_equals_the_step_on_the_short_batch_alone(digits):
+@pytest.mark.parametrize("jit_compile", JIT)
+def test_a_padded_step_equals_the_step_on_the_short_batch_alone(digits, jit_compile):
     x = digits[:SHORT]
-    padded, alone = make_ae(learning_rate=0.05), make_ae(learning_rate=0.05)
+    padded, alone = make_ae(0.05, jit_compile), make_ae(0.05, jit_compile)
     padded.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0)  # the 5 padded to 32
     alone.fit(x[:96], epochs=1, batch_size=32, shuffle=False, verbose=0)
     alone.fit(x[96:], epochs=1, batch_size=5, verbose=0)  # a fit of its own: nothing to pad
@@ -604,8 +609,8 @@ def test_a_padded_step_equals_the_step_on_the_short_batch_alone(digits):
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs each step eagerly: nothing compiles")
-def test_a_short_last_batch_is_padded_to_the_fit_s_batch_size(digits):
-    ae = make_ae(learning_rate=1e-3)
+def test_a_compiled_step_pads_a_short_last_batch_to_the_fit_s_batch_size(digits):
+    ae = make_ae(1e-3, jit_compile=True)  # XLA under TensorFlow; jax.jit under JAX
     ae.fit(digits[:SHORT], epochs=2, batch_size=32, verbose=0)
     assert ae.traced == 1  # one shape, one compilation (TensorFlow traces dynamic shapes once)
     x, mask = to_numpy(*ae.padded(digits[:5]))

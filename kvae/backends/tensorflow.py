@@ -1,18 +1,20 @@
-"""TensorFlow: record the forward pass on a ``GradientTape``, then apply; XLA compiles the step.
+"""TensorFlow: record the forward pass on a ``GradientTape``, then apply; XLA where it pays.
+
+Keras's ``jit_compile="auto"`` turns XLA on where it pays, on a GPU, and
+leaves it off on a CPU (on a 2-core CPU, XLA inside Keras's loop saved CPU
+time but not wall-clock time: ``benchmarks/README.md``). ``compile(jit_compile=True)``
+asks for it anywhere.
 
 XLA compiles a function for one input shape and compiles it again for every
 other shape it meets. Most epochs end with a short batch (8,000 digits in
 batches of 128 leave 64), which would cost a second compilation of the whole
-step. So the step pads every batch up to the largest batch of the current
-``fit``, repeating the batch's own examples, and gives the repeats zero weight
-in the loss and in the metrics: one shape, one compilation, the same averages.
-Layers or terms that use statistics of the whole batch (``BatchNormalization``,
-``free_bits``) see the repeats in that one short batch per epoch.
-
-Keras's own ``jit_compile`` would instead compile its outer loop, once per
-batch shape (and, on a CPU, Keras leaves it off). kvae turns that off and
-compiles the padded step itself, unless ``compile(jit_compile=False)`` or
-``run_eagerly=True`` asks for no XLA.
+step. So when XLA is on, the step pads every batch up to the largest batch of
+the current ``fit``, repeating the batch's own examples, and gives the repeats
+zero weight in the loss and in the metrics: one shape, one compilation, the
+same averages. Layers or terms that use statistics of the whole batch
+(``BatchNormalization``, ``free_bits``) see the repeats in that one short batch
+per epoch. Keras's own XLA would compile its outer loop once per batch shape,
+so kvae turns that off and compiles the padded step itself.
 """
 
 import tensorflow as tf
@@ -33,11 +35,10 @@ class TensorFlowTrainStep:
 
     def compile(self, *args, **kwargs):
         super().compile(*args, **kwargs)
-        xla = kwargs.get("jit_compile", "auto") is not False and not self.run_eagerly
-        self.jit_compile = False  # the outer loop stays a graph (see the module's docstring)
-        self.padded_train_step = self.train_step_on
-        if xla:
-            self.padded_train_step = tf.function(self.train_step_on, jit_compile=True)
+        self.xla_train_step = None  # the padded step, compiled with XLA, if XLA is on
+        if self.jit_compile:  # as Keras resolved it: "auto" is True on a GPU
+            self.xla_train_step = tf.function(self.train_step_on, jit_compile=True)
+            self.jit_compile = False  # Keras's outer loop stays a graph
         # Built now, not by the first step: a tf.function that creates variables traces twice.
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
@@ -49,9 +50,11 @@ class TensorFlowTrainStep:
         return super().fit(*args, **kwargs)
 
     def train_step(self, data):
-        x, mask = self.padded(unpack_images(data))
-        terms = self.padded_train_step(x, mask)
-        return self.update_metrics(terms, mask)
+        x, mask = unpack_images(data), None
+        if self.xla_train_step is None:
+            return self.update_metrics(self.train_step_on(x, mask))
+        x, mask = self.padded(x)  # one shape for XLA
+        return self.update_metrics(self.xla_train_step(x, mask), mask)
 
     def padded(self, x):
         """``x`` padded with its own rows to the largest batch so far; the mask of real rows."""
@@ -61,7 +64,7 @@ class TensorFlowTrainStep:
         return tf.gather(x, rows % tf.shape(x)[0]), tf.cast(rows < tf.shape(x)[0], "float32")
 
     def train_step_on(self, x, mask):
-        """One step on a padded batch: the loss is the mean over the real rows only."""
+        """One step; the loss is the mean over the real rows (``mask``, or all if None)."""
         with tf.GradientTape() as tape:
             _, terms = self.compute_terms(x, training=True)
             loss = masked_mean(terms["loss"], mask)
@@ -72,6 +75,6 @@ class TensorFlowTrainStep:
         return terms
 
     def test_step(self, data):
-        # Evaluation takes no gradient and is not padded: no XLA, no compilation per shape.
+        # Evaluation takes no gradient and runs as a plain graph: nothing compiles per shape.
         _, terms = self.compute_terms(unpack_images(data), training=False)
         return self.update_metrics(terms)
