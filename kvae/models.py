@@ -261,10 +261,10 @@ class LatentModel(TrainStep, keras.Model):
         ``steps_per_execution=1`` makes them fire every batch, at some speed.
 
         ``jit_compile`` is Keras's (``"auto"``: XLA on a GPU, not on a CPU,
-        under TensorFlow; JAX always compiles). A compiled step sees one batch
-        shape: a short last batch is padded with its own examples and masked
-        out of the loss and metrics rather than compiled again
-        (``kvae/backends/tensorflow.py``, ``kvae/backends/jax.py``).
+        under TensorFlow; JAX always compiles). With XLA on, TensorFlow's step
+        sees one batch shape: a short last batch is padded with its own
+        examples and masked out of the loss and metrics rather than compiled
+        again (``kvae/backends/tensorflow.py``).
 
         Raises:
             ValueError: for ``loss``, ``loss_weights``, ``metrics`` or

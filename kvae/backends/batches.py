@@ -1,18 +1,6 @@
 """The batch as each backend's step receives it."""
 
-from typing import Any, NamedTuple
-
 import keras
-
-
-class PaddedBatch(NamedTuple):
-    """A batch padded to a fixed size: the images, and a mask of 1 (real row) or 0 (repeat).
-
-    A NamedTuple, so ``jax.jit`` sees the same structure for every batch.
-    """
-
-    images: Any
-    mask: Any
 
 
 def unpack_images(data):
@@ -30,13 +18,6 @@ def unpack_images(data):
             "weights; pass images only (or (images, labels): labels are ignored)."
         )
     return x
-
-
-def images_and_mask(data):
-    """``(images, mask)`` of a batch as Keras or ``PaddedBatch`` gives it; no padding: mask None."""
-    if isinstance(data, PaddedBatch):
-        return data
-    return unpack_images(data), None
 
 
 def masked_mean(values, mask):
