@@ -176,15 +176,15 @@ def run_kvae(x_train, x_test, args):
     return timer.seconds, timer.cpu_seconds, float(logs["loss"]), keras.backend.backend()
 
 
-# ---------------------------------------------------------------- hand-written jax.jit
+# ---------------------------------------------------------------- hand-written JAX
 
 
-def make_jax_jit(x_train, args):
-    """``(train_epoch, test_negative_elbo)`` for the hand-written JAX loop."""
+def jax_vae(args):
+    """``(per_example_negative_elbo, adam, params, adam_state)``, shared by both JAX loops."""
     import jax
     import jax.numpy as jnp
 
-    def negative_elbo(params, x, key):
+    def per_example_negative_elbo(params, x, key):
         x = x.reshape((x.shape[0], -1))  # (B, 784)
         h = jax.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
         z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
@@ -195,7 +195,7 @@ def make_jax_jit(x_train, args):
         logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
         reconstruction = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
         kl = 0.5 * jnp.sum(jnp.square(z_mean) + jnp.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return jnp.mean(reconstruction + kl)
+        return reconstruction + kl  # (B,)
 
     def adam(params, gradients, state):
         step, m, v = state
@@ -209,6 +209,22 @@ def make_jax_jit(x_train, args):
         )
         return params, (step, m, v)
 
+    params = {k: jnp.asarray(v) for k, v in init_params(args.seed).items()}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    adam_state = (jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+    return per_example_negative_elbo, adam, params, adam_state
+
+
+def make_jax_jit(x_train, args):
+    """``(train_epoch, test_negative_elbo)`` for the hand-written JAX loop."""
+    import jax
+    import jax.numpy as jnp
+
+    per_example_negative_elbo, adam, params, state = jax_vae(args)
+
+    def negative_elbo(params, x, key):
+        return jnp.mean(per_example_negative_elbo(params, x, key))
+
     # The step's noise key is derived inside the step from the step count, so the loop
     # dispatches one computation per batch; params and Adam state are updated in place.
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -219,10 +235,6 @@ def make_jax_jit(x_train, args):
         return params, state, loss
 
     evaluate = jax.jit(negative_elbo)
-
-    params = {k: jnp.asarray(v) for k, v in init_params(args.seed).items()}
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    state = (jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
     key = jax.random.key(args.seed)
     rng = np.random.default_rng(args.seed)
 
@@ -240,22 +252,24 @@ def make_jax_jit(x_train, args):
     return train_epoch, test_negative_elbo
 
 
-# ---------------------------------------------------------------- hand-written tf.function
+# ---------------------------------------------------------------- hand-written TensorFlow
 
 
-def make_tf_function(x_train, args):
-    """``(train_epoch, test_negative_elbo)`` for the hand-written TensorFlow loop."""
+def tf_vae(args):
+    """``(per_example_negative_elbo, apply_adam)`` on ``tf.Variable`` s, shared by both TF loops.
+
+    ``apply_adam(loss, tape)`` takes the gradient of ``loss`` on ``tape`` and updates the weights.
+    """
     import tensorflow as tf
 
     tf.random.set_seed(args.seed)
     noise = tf.random.Generator.from_seed(args.seed)
     params = {k: tf.Variable(v, name=k) for k, v in init_params(args.seed).items()}
-    names = list(params)
     m = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
     v = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
     step = tf.Variable(0.0)
 
-    def negative_elbo(x):
+    def per_example_negative_elbo(x):
         x = tf.reshape(x, (tf.shape(x)[0], -1))  # (B, 784)
         h = tf.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
         z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
@@ -266,19 +280,38 @@ def make_tf_function(x_train, args):
         logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
         reconstruction = tf.reduce_sum(tf.nn.softplus(logits) - x * logits, axis=-1)
         kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return tf.reduce_mean(reconstruction + kl)
+        return reconstruction + kl  # (B,)
+
+    def apply_adam(loss, tape):
+        gradients = tape.gradient(loss, list(params.values()))
+        step.assign_add(1.0)
+        rate = args.learning_rate * tf.sqrt(1 - ADAM_BETA_2**step) / (1 - ADAM_BETA_1**step)
+        for k, g in zip(params, gradients, strict=True):
+            m[k].assign(ADAM_BETA_1 * m[k] + (1 - ADAM_BETA_1) * g)
+            v[k].assign(ADAM_BETA_2 * v[k] + (1 - ADAM_BETA_2) * tf.square(g))
+            params[k].assign_sub(rate * m[k] / (tf.sqrt(v[k]) + ADAM_EPSILON))
+
+    return per_example_negative_elbo, apply_adam
+
+
+def tf_test_negative_elbo(per_example_negative_elbo):
+    """The test-set -ELBO of a TensorFlow loop, one sample of ``z`` per digit."""
+    import tensorflow as tf
+
+    return lambda x_test: float(tf.reduce_mean(tf.function(per_example_negative_elbo)(x_test)))
+
+
+def make_tf_function(x_train, args):
+    """``(train_epoch, test_negative_elbo)`` for the hand-written TensorFlow loop."""
+    import tensorflow as tf
+
+    per_example_negative_elbo, apply_adam = tf_vae(args)
 
     @tf.function
     def train_step(x):
         with tf.GradientTape() as tape:
-            loss = negative_elbo(x)
-        gradients = tape.gradient(loss, [params[k] for k in names])
-        step.assign_add(1.0)
-        rate = args.learning_rate * tf.sqrt(1 - ADAM_BETA_2**step) / (1 - ADAM_BETA_1**step)
-        for k, g in zip(names, gradients, strict=True):
-            m[k].assign(ADAM_BETA_1 * m[k] + (1 - ADAM_BETA_1) * g)
-            v[k].assign(ADAM_BETA_2 * v[k] + (1 - ADAM_BETA_2) * tf.square(g))
-            params[k].assign_sub(rate * m[k] / (tf.sqrt(v[k]) + ADAM_EPSILON))
+            loss = tf.reduce_mean(per_example_negative_elbo(x))
+        apply_adam(loss, tape)
         return loss
 
     dataset = (
@@ -293,10 +326,7 @@ def make_tf_function(x_train, args):
             loss = train_step(batch)
         loss.numpy()
 
-    def test_negative_elbo(x_test):
-        return float(tf.function(negative_elbo)(x_test))
-
-    return train_epoch, test_negative_elbo
+    return train_epoch, tf_test_negative_elbo(per_example_negative_elbo)
 
 
 # ---------------------------------------------------------------- plain PyTorch loop
@@ -401,33 +431,10 @@ def make_jax_scan(x_train, args):
 
     n = len(x_train)
     steps, padded = padded_batches(n, args.batch_size)
-
-    def per_example_negative_elbo(params, x, key):
-        h = jax.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
-        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
-        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
-        eps = jax.random.normal(key, z_mean.shape)
-        z = z_mean + jnp.exp(0.5 * z_log_var) * eps
-        h = jax.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
-        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
-        reconstruction = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
-        kl = 0.5 * jnp.sum(jnp.square(z_mean) + jnp.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return reconstruction + kl  # (B,)
+    per_example_negative_elbo, adam, params, state = jax_vae(args)
 
     def masked_loss(params, x, mask, key):
         return jnp.sum(mask * per_example_negative_elbo(params, x, key)) / jnp.sum(mask)
-
-    def adam(params, gradients, state):
-        step, m, v = state
-        step = step + 1
-        t = step.astype(jnp.float32)
-        m = jax.tree.map(lambda m, g: ADAM_BETA_1 * m + (1 - ADAM_BETA_1) * g, m, gradients)
-        v = jax.tree.map(lambda v, g: ADAM_BETA_2 * v + (1 - ADAM_BETA_2) * g * g, v, gradients)
-        rate = args.learning_rate * jnp.sqrt(1 - ADAM_BETA_2**t) / (1 - ADAM_BETA_1**t)
-        params = jax.tree.map(
-            lambda p, m, v: p - rate * m / (jnp.sqrt(v) + ADAM_EPSILON), params, m, v
-        )
-        return params, (step, m, v)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def epoch(params, state, x_all, key):
@@ -449,12 +456,6 @@ def make_jax_scan(x_train, args):
         )
         return params, state, key, losses[-1]
 
-    params = {k: jnp.asarray(v) for k, v in init_params(args.seed).items()}
-    state = (
-        jnp.zeros((), jnp.int32),
-        jax.tree.map(jnp.zeros_like, params),
-        jax.tree.map(jnp.zeros_like, params),
-    )
     key = jax.random.key(args.seed)
     x_all = jnp.asarray(x_train.reshape(n, -1))  # the whole split lives on the device
 
@@ -464,7 +465,7 @@ def make_jax_scan(x_train, args):
         loss.block_until_ready()
 
     def test_negative_elbo(x_test):
-        x = jnp.asarray(x_test.reshape(len(x_test), -1))
+        x = jnp.asarray(x_test)
         return float(jnp.mean(per_example_negative_elbo(params, x, jax.random.fold_in(key, 1))))
 
     return train_epoch, test_negative_elbo
@@ -474,27 +475,7 @@ def make_tf_xla(x_train, args):
     """``(train_epoch, test_negative_elbo)``: ``tf.function(jit_compile=True)``, one batch shape."""
     import tensorflow as tf
 
-    tf.random.set_seed(args.seed)
-    noise = tf.random.Generator.from_seed(args.seed)
-    params = {k: tf.Variable(v, name=k) for k, v in init_params(args.seed).items()}
-    names = list(params)
-    m = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
-    v = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
-    step = tf.Variable(0.0)
-
-    def per_example_negative_elbo(x):
-        x = tf.reshape(x, (tf.shape(x)[0], -1))  # (B, 784)
-        h = tf.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
-        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
-        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
-        eps = noise.normal(tf.shape(z_mean))
-        z = z_mean + tf.exp(0.5 * z_log_var) * eps
-        h = tf.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
-        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
-        reconstruction = tf.reduce_sum(tf.nn.softplus(logits) - x * logits, axis=-1)
-        kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return reconstruction + kl  # (B,)
-
+    per_example_negative_elbo, apply_adam = tf_vae(args)
     batch_shape = (args.batch_size, *x_train.shape[1:])
 
     @tf.function(
@@ -508,13 +489,7 @@ def make_tf_xla(x_train, args):
         with tf.GradientTape() as tape:
             per_example = per_example_negative_elbo(x)
             loss = tf.reduce_sum(mask * per_example) / tf.reduce_sum(mask)
-        gradients = tape.gradient(loss, [params[k] for k in names])
-        step.assign_add(1.0)
-        rate = args.learning_rate * tf.sqrt(1 - ADAM_BETA_2**step) / (1 - ADAM_BETA_1**step)
-        for k, g in zip(names, gradients, strict=True):
-            m[k].assign(ADAM_BETA_1 * m[k] + (1 - ADAM_BETA_1) * g)
-            v[k].assign(ADAM_BETA_2 * v[k] + (1 - ADAM_BETA_2) * tf.square(g))
-            params[k].assign_sub(rate * m[k] / (tf.sqrt(v[k]) + ADAM_EPSILON))
+        apply_adam(loss, tape)
         return loss
 
     n = len(x_train)
@@ -530,10 +505,7 @@ def make_tf_xla(x_train, args):
             loss = train_step(x_train[order[rows]], mask[rows])
         loss.numpy()
 
-    def test_negative_elbo(x_test):
-        return float(tf.reduce_mean(tf.function(per_example_negative_elbo)(x_test)))
-
-    return train_epoch, test_negative_elbo
+    return train_epoch, tf_test_negative_elbo(per_example_negative_elbo)
 
 
 def make_torch_compile(x_train, args):
