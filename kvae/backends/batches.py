@@ -21,7 +21,5 @@ def unpack_images(data):
 
 
 def masked_mean(values, mask):
-    """The mean of per-example ``values`` over the real rows (all of them if ``mask`` is None)."""
-    if mask is None:
-        return keras.ops.mean(values)
+    """The mean of per-example ``values`` over the real rows of a padded batch (``mask`` 1)."""
     return keras.ops.sum(mask * values) / keras.ops.sum(mask)

@@ -26,8 +26,9 @@ class TensorFlowTrainStep:
     """``train_step``/``test_step`` for TensorFlow.
 
     Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
-    (``loss`` a scalar, the batch mean of ``terms["loss"]``; ``terms`` a dict
-    of per-example (B,) values keyed by metric name) and
+    (``loss`` a scalar, the batch mean of ``terms["loss"]``, which a padded
+    batch recomputes over its real rows; ``terms`` a dict of per-example (B,)
+    values keyed by metric name) and
     ``update_metrics(terms, mask) -> logs``; ``trainable_variables`` are what
     the loss reaches. Variables read inside ``compute_terms`` (``beta``) are
     read afresh at every step of the graph.
@@ -64,10 +65,11 @@ class TensorFlowTrainStep:
         return tf.gather(x, rows % tf.shape(x)[0]), tf.cast(rows < tf.shape(x)[0], "float32")
 
     def train_step_on(self, x, mask):
-        """One step; the loss is the mean over the real rows (``mask``, or all if None)."""
+        """One step; on a padded batch (``mask`` given) the loss is the mean over its real rows."""
         with tf.GradientTape() as tape:
-            _, terms = self.compute_terms(x, training=True)
-            loss = masked_mean(terms["loss"], mask)
+            loss, terms = self.compute_terms(x, training=True)
+            if mask is not None:
+                loss = masked_mean(terms["loss"], mask)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
