@@ -53,6 +53,9 @@ def run_one(notebook, backend, seed):
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:  # the committed outputs must not count as this run's
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     env = {**os.environ, "KERAS_BACKEND": backend, "KVAE_SEED": str(seed), "MPLBACKEND": "Agg"}
     client = nbclient.NotebookClient(
         nb, timeout=CELL_TIMEOUT, kernel_name="python3",
@@ -66,7 +69,20 @@ def run_one(notebook, backend, seed):
         error = f"{failure.ename}: {_first_line(failure.evalue)}"
     except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as failure:
         error = f"{type(failure).__name__}: {_first_line(str(failure))}"
+    if error:
+        error += f" (in {_stopped_at(nb)})"
     return time.perf_counter() - start, _claims_checked(nb), error
+
+
+def _stopped_at(nb):
+    """The first line of the code cell the run stopped in: the first one left unnumbered."""
+    for number, cell in enumerate((c for c in nb.cells if c.cell_type == "code"), start=1):
+        if cell.execution_count is None or any(
+            o.get("output_type") == "error" for o in cell.outputs
+        ):
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            return f"code cell {number}: {first[:60]}"
+    return "the last cell"
 
 
 def _first_line(text):
