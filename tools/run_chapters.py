@@ -61,6 +61,8 @@ def run_one(notebook, backend, seed):
         nb, timeout=CELL_TIMEOUT, kernel_name="python3",
         resources={"metadata": {"path": str(notebook.parent)}},
     )  # fmt: skip
+    running = [nb.cells[0]]
+    client.on_cell_start = lambda cell, cell_index: running.append(cell)  # where a failure stopped
     start = time.perf_counter()
     error = None
     try:
@@ -70,19 +72,8 @@ def run_one(notebook, backend, seed):
     except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as failure:
         error = f"{type(failure).__name__}: {_first_line(str(failure))}"
     if error:
-        error += f" (in {_stopped_at(nb)})"
+        error += f" (in {_first_line(running[-1].source)[:70]!r})"
     return time.perf_counter() - start, _claims_checked(nb), error
-
-
-def _stopped_at(nb):
-    """The first line of the code cell the run stopped in: the first one left unnumbered."""
-    for number, cell in enumerate((c for c in nb.cells if c.cell_type == "code"), start=1):
-        if cell.execution_count is None or any(
-            o.get("output_type") == "error" for o in cell.outputs
-        ):
-            first = next((line for line in cell.source.splitlines() if line.strip()), "")
-            return f"code cell {number}: {first[:60]}"
-    return "the last cell"
 
 
 def _first_line(text):
