@@ -69,8 +69,20 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv=None):
     """Run the ``kvae`` command; returns the exit status (0 on success)."""
-    args = build_parser().parse_args(argv)
-    command = args.command_parser
+    command = None
+    # The stop signals raise from the first line on: a SIGTERM at any moment is status 143.
+    with _StopSignalsRaise():
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command_parser
+            return _run(args, command)
+        except KeyboardInterrupt:
+            return _fail(command, "interrupted; no half-written folder was left", EXIT_INTERRUPTED)
+        except rundir.Terminated:
+            return _fail(command, "terminated; no half-written folder was left", EXIT_TERMINATED)
+
+
+def _run(args, command):
     try:
         select_backend(args.backend)
         check_keras_json()
@@ -81,7 +93,7 @@ def main(argv=None):
     # The command only writes figures to files: Agg needs no display, and an MPLBACKEND
     # naming no backend (or an interactive one) cannot fail a run after training.
     os.environ["MPLBACKEND"] = "Agg"
-    with _StopSignalsRaise(), _SafeStdout() as stdout:
+    with _SafeStdout() as stdout:
         try:
             status = args.handler(args, command)
             rundir.raise_if_stopped()  # a stop that library code swallowed
@@ -89,10 +101,6 @@ def main(argv=None):
             command.error(_option_message(error, command))
         except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
             return _fail(command, error, EXIT_FAILED)
-        except KeyboardInterrupt:
-            return _fail(command, "interrupted; no half-written folder was left", EXIT_INTERRUPTED)
-        except rundir.Terminated:
-            return _fail(command, "terminated; no half-written folder was left", EXIT_TERMINATED)
         if stdout.lost is not None:
             _note(command, f"could not print to standard output ({stdout.lost}); {WRITTEN}")
         return status
@@ -101,7 +109,7 @@ def main(argv=None):
 WRITTEN = "what the command writes to its folder was written"
 
 
-def _note(command, message):
+def _note(command, message):  # a remark that changes no status
     try:
         print(f"{command.prog}: note: {' '.join(str(message).split())}", file=sys.stderr)
     except (OSError, ValueError):  # stderr closed too: the status still says it
@@ -109,7 +117,11 @@ def _note(command, message):
 
 
 def _fail(command, message, status):
-    print(f"{command.prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    prog = command.prog if command is not None else "kvae"
+    try:
+        print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed too: the status still says it
+        pass
     return status
 
 
