@@ -33,6 +33,12 @@ Seed policy: repeat ``r`` uses the seed ``seed + r`` for everything a contender 
 (weights, shuffling, the noise of training and of the test estimate), through that framework's own
 generators. Frameworks draw different streams from equal seeds, so runs differ by sampling noise.
 
+The contenders live in one module each per framework, every one readable alone:
+``throughput_kvae.py`` (kvae under the process's backend), ``throughput_jax.py``,
+``throughput_tensorflow.py``, ``throughput_torch.py``, and ``throughput_common.py`` (the sizes,
+first weights and Adam constants they share). This file is the driver: it runs each contender in a
+subprocess, times its epochs, summarises the repeats and writes ``results.md``.
+
 Usage::
 
     python benchmarks/train_throughput.py                      # 5 epochs, 3 repeats: ~10 min on CPU
@@ -42,12 +48,10 @@ Usage::
 
 import argparse
 import datetime
-import functools
 import importlib.metadata
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -56,13 +60,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import throughput_jax
+import throughput_kvae
+import throughput_tensorflow
+import throughput_torch
+from throughput_common import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-LATENT_DIM = 20
-HIDDEN = 400
-PIXELS = 784
 RESULT_TAG = "RESULT "  # the worker's one line of JSON on stdout starts with this
 
 # contender name -> (KERAS_BACKEND for its process, or None when it imports no Keras)
@@ -91,437 +97,23 @@ TARGETED = ("kvae-jax", "kvae-tensorflow", "kvae-tensorflow-xla")
 LIBRARIES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch", "numpy")
 
 
-# ---------------------------------------------------------------- shared by the workers
+# ---------------------------------------------------------------- the workers
 
 
-def peak_rss_mb():
-    """Peak resident set size of this process in MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
-
-
-def batch_starts(n, batch_size):
-    return range(0, n, batch_size)
-
-
-def glorot_uniform(rng, fan_in, fan_out):
-    """Keras's default kernel initialiser, so the hand-written floors start where kvae does."""
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
-
-
-def init_params(seed):
-    """Weights of the 784-400-20-400-784 VAE as numpy arrays; biases start at zero."""
-    rng = np.random.default_rng(seed)
-    shapes = {
-        "encoder_hidden": (PIXELS, HIDDEN),
-        "z_mean": (HIDDEN, LATENT_DIM),
-        "z_log_var": (HIDDEN, LATENT_DIM),
-        "decoder_hidden": (LATENT_DIM, HIDDEN),
-        "logits": (HIDDEN, PIXELS),
-    }
-    params = {}
-    for name, (fan_in, fan_out) in shapes.items():
-        params[f"{name}/kernel"] = glorot_uniform(rng, fan_in, fan_out)
-        params[f"{name}/bias"] = np.zeros(fan_out, np.float32)
-    return params
-
-
-# Adam as in Kingma & Ba (2015), Algorithm 1, with Keras's default epsilon.
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+# hand-written contender -> (its framework, the function that sets up its loop)
+HAND_WRITTEN = {
+    "jax-jit": ("jax", throughput_jax.make_jax_jit),
+    "tf-function": ("tensorflow", throughput_tensorflow.make_tf_function),
+    "torch-loop": ("torch", throughput_torch.make_torch_loop),
+    "jax-scan": ("jax", throughput_jax.make_jax_scan),
+    "tf-xla": ("tensorflow", throughput_tensorflow.make_tf_xla),
+    "torch-compile": ("torch", throughput_torch.make_torch_compile),
+}
 
 
 def load_data(path):
     with np.load(path) as arrays:
         return arrays["x_train"], arrays["x_test"]
-
-
-# ---------------------------------------------------------------- kvae under one backend
-
-
-def run_kvae(x_train, x_test, args):
-    import keras
-
-    import kvae
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds, self.cpu_seconds = [], []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start[0])
-            self.cpu_seconds.append(time.process_time() - self.start[1])
-
-    keras.utils.set_random_seed(args.seed)
-    encoder = kvae.build_encoder(LATENT_DIM, hidden=(HIDDEN,))
-    decoder = kvae.build_decoder(LATENT_DIM, hidden=(HIDDEN,))
-    vae = kvae.VAE(encoder, decoder, seed=args.seed)
-    # kvae-tensorflow-xla asks for XLA, which Keras's "auto" leaves off on a CPU.
-    jit_compile = True if args.worker.endswith("-xla") else "auto"
-    vae.compile(optimizer=keras.optimizers.Adam(args.learning_rate), jit_compile=jit_compile)
-    timer = EpochTimer()
-    vae.fit(
-        x_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[timer],
-    )
-    logs = vae.evaluate(x_test, batch_size=args.batch_size, verbose=0, return_dict=True)
-    return timer.seconds, timer.cpu_seconds, float(logs["loss"]), keras.backend.backend()
-
-
-# ---------------------------------------------------------------- hand-written JAX
-
-
-def jax_vae(args):
-    """``(per_example_negative_elbo, adam, params, adam_state)``, shared by both JAX loops."""
-    import jax
-    import jax.numpy as jnp
-
-    def per_example_negative_elbo(params, x, key):
-        x = x.reshape((x.shape[0], -1))  # (B, 784)
-        h = jax.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
-        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
-        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
-        eps = jax.random.normal(key, z_mean.shape)
-        z = z_mean + jnp.exp(0.5 * z_log_var) * eps
-        h = jax.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
-        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
-        reconstruction = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
-        kl = 0.5 * jnp.sum(jnp.square(z_mean) + jnp.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return reconstruction + kl  # (B,)
-
-    def adam(params, gradients, state):
-        step, m, v = state
-        step = step + 1
-        t = step.astype(jnp.float32)
-        m = jax.tree.map(lambda m, g: ADAM_BETA_1 * m + (1 - ADAM_BETA_1) * g, m, gradients)
-        v = jax.tree.map(lambda v, g: ADAM_BETA_2 * v + (1 - ADAM_BETA_2) * g * g, v, gradients)
-        rate = args.learning_rate * jnp.sqrt(1 - ADAM_BETA_2**t) / (1 - ADAM_BETA_1**t)
-        params = jax.tree.map(
-            lambda p, m, v: p - rate * m / (jnp.sqrt(v) + ADAM_EPSILON), params, m, v
-        )
-        return params, (step, m, v)
-
-    params = {k: jnp.asarray(v) for k, v in init_params(args.seed).items()}
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    adam_state = (jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
-    return per_example_negative_elbo, adam, params, adam_state
-
-
-def make_jax_jit(x_train, args):
-    """``(train_epoch, test_negative_elbo)`` for the hand-written JAX loop."""
-    import jax
-    import jax.numpy as jnp
-
-    per_example_negative_elbo, adam, params, state = jax_vae(args)
-
-    def negative_elbo(params, x, key):
-        return jnp.mean(per_example_negative_elbo(params, x, key))
-
-    # The step's noise key is derived inside the step from the step count, so the loop
-    # dispatches one computation per batch; params and Adam state are updated in place.
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, state, x, key):
-        step_key = jax.random.fold_in(key, state[0])
-        loss, gradients = jax.value_and_grad(negative_elbo)(params, x, step_key)
-        params, state = adam(params, gradients, state)
-        return params, state, loss
-
-    evaluate = jax.jit(negative_elbo)
-    key = jax.random.key(args.seed)
-    rng = np.random.default_rng(args.seed)
-
-    def train_epoch():
-        nonlocal params, state
-        order = rng.permutation(len(x_train))
-        for first in batch_starts(len(x_train), args.batch_size):
-            batch = x_train[order[first : first + args.batch_size]]
-            params, state, loss = train_step(params, state, batch, key)
-        loss.block_until_ready()
-
-    def test_negative_elbo(x_test):
-        return float(evaluate(params, x_test, jax.random.fold_in(key, state[0] + 1)))
-
-    return train_epoch, test_negative_elbo
-
-
-# ---------------------------------------------------------------- hand-written TensorFlow
-
-
-def tf_vae(args):
-    """``(per_example_negative_elbo, apply_adam)`` on ``tf.Variable`` s, shared by both TF loops.
-
-    ``apply_adam(loss, tape)`` takes the gradient of ``loss`` on ``tape`` and updates the weights.
-    """
-    import tensorflow as tf
-
-    tf.random.set_seed(args.seed)
-    noise = tf.random.Generator.from_seed(args.seed)
-    params = {k: tf.Variable(v, name=k) for k, v in init_params(args.seed).items()}
-    m = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
-    v = {k: tf.Variable(tf.zeros_like(v)) for k, v in params.items()}
-    step = tf.Variable(0.0)
-
-    def per_example_negative_elbo(x):
-        x = tf.reshape(x, (tf.shape(x)[0], -1))  # (B, 784)
-        h = tf.nn.relu(x @ params["encoder_hidden/kernel"] + params["encoder_hidden/bias"])
-        z_mean = h @ params["z_mean/kernel"] + params["z_mean/bias"]  # (B, 20)
-        z_log_var = h @ params["z_log_var/kernel"] + params["z_log_var/bias"]
-        eps = noise.normal(tf.shape(z_mean))
-        z = z_mean + tf.exp(0.5 * z_log_var) * eps
-        h = tf.nn.relu(z @ params["decoder_hidden/kernel"] + params["decoder_hidden/bias"])
-        logits = h @ params["logits/kernel"] + params["logits/bias"]  # (B, 784)
-        reconstruction = tf.reduce_sum(tf.nn.softplus(logits) - x * logits, axis=-1)
-        kl = 0.5 * tf.reduce_sum(tf.square(z_mean) + tf.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
-        return reconstruction + kl  # (B,)
-
-    def apply_adam(loss, tape):
-        gradients = tape.gradient(loss, list(params.values()))
-        step.assign_add(1.0)
-        rate = args.learning_rate * tf.sqrt(1 - ADAM_BETA_2**step) / (1 - ADAM_BETA_1**step)
-        for k, g in zip(params, gradients, strict=True):
-            m[k].assign(ADAM_BETA_1 * m[k] + (1 - ADAM_BETA_1) * g)
-            v[k].assign(ADAM_BETA_2 * v[k] + (1 - ADAM_BETA_2) * tf.square(g))
-            params[k].assign_sub(rate * m[k] / (tf.sqrt(v[k]) + ADAM_EPSILON))
-
-    return per_example_negative_elbo, apply_adam
-
-
-def tf_test_negative_elbo(per_example_negative_elbo):
-    """The test-set -ELBO of a TensorFlow loop, one sample of ``z`` per digit."""
-    import tensorflow as tf
-
-    return lambda x_test: float(tf.reduce_mean(tf.function(per_example_negative_elbo)(x_test)))
-
-
-def make_tf_function(x_train, args):
-    """``(train_epoch, test_negative_elbo)`` for the hand-written TensorFlow loop."""
-    import tensorflow as tf
-
-    per_example_negative_elbo, apply_adam = tf_vae(args)
-
-    @tf.function
-    def train_step(x):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(per_example_negative_elbo(x))
-        apply_adam(loss, tape)
-        return loss
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(x_train)
-        .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
-        .batch(args.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-    def train_epoch():
-        for batch in dataset:
-            loss = train_step(batch)
-        loss.numpy()
-
-    return train_epoch, tf_test_negative_elbo(per_example_negative_elbo)
-
-
-# ---------------------------------------------------------------- plain PyTorch loop
-
-
-def make_torch_loop(x_train, args, compile_model=False):
-    """``(train_epoch, test_negative_elbo)`` for the plain PyTorch loop.
-
-    ``compile_model``: wrap the model in ``torch.compile`` (TorchInductor, which on a
-    CPU generates C++ and needs a compiler on the machine); the loop is unchanged.
-    """
-    import torch
-    import torch.nn.functional as F  # noqa: N812 (the name every PyTorch reader knows)
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(args.seed)
-
-    class VAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder_hidden = nn.Linear(PIXELS, HIDDEN)
-            self.to_z_mean = nn.Linear(HIDDEN, LATENT_DIM)
-            self.to_z_log_var = nn.Linear(HIDDEN, LATENT_DIM)
-            self.decoder_hidden = nn.Linear(LATENT_DIM, HIDDEN)
-            self.to_logits = nn.Linear(HIDDEN, PIXELS)
-
-        def encode(self, x):
-            h = F.relu(self.encoder_hidden(x))
-            return self.to_z_mean(h), self.to_z_log_var(h)
-
-        def reparameterize(self, z_mean, z_log_var):
-            return z_mean + torch.exp(0.5 * z_log_var) * torch.randn_like(z_mean)
-
-        def decode(self, z):
-            return self.to_logits(F.relu(self.decoder_hidden(z)))
-
-        def forward(self, x):
-            z_mean, z_log_var = self.encode(x.view(-1, PIXELS))
-            return self.decode(self.reparameterize(z_mean, z_log_var)), z_mean, z_log_var
-
-    def loss_function(logits, x, z_mean, z_log_var):
-        reconstruction = F.binary_cross_entropy_with_logits(
-            logits, x.view(-1, PIXELS), reduction="sum"
-        )
-        # Kingma & Welling 2014, Appendix B
-        kl = -0.5 * torch.sum(1 + z_log_var - z_mean.pow(2) - z_log_var.exp())
-        return reconstruction + kl  # summed over the batch, as in pytorch/examples
-
-    model = VAE().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    if compile_model:
-        model = torch.compile(model)
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(
-        TensorDataset(torch.from_numpy(x_train)),
-        batch_size=args.batch_size,
-        shuffle=True,
-        generator=generator,
-    )
-
-    def train_epoch():
-        model.train()
-        for (x,) in loader:
-            x = x.to(device)
-            optimizer.zero_grad()
-            logits, z_mean, z_log_var = model(x)
-            loss = loss_function(logits, x, z_mean, z_log_var)
-            loss.backward()
-            optimizer.step()
-        loss.item()
-
-    def test_negative_elbo(x_test):
-        model.eval()
-        with torch.no_grad():
-            x = torch.from_numpy(x_test).to(device)
-            logits, z_mean, z_log_var = model(x)
-            return loss_function(logits, x, z_mean, z_log_var).item() / len(x_test)
-
-    return train_epoch, test_negative_elbo
-
-
-# ---------------------------------------------------------------- the floors: whole-step compilers
-
-
-def padded_batches(n, batch_size):
-    """``(steps, padded)``: batches per epoch, and ``n`` rounded up to whole batches.
-
-    The compiled floors see one batch shape only: the short last batch is padded
-    with copies of real examples and masked out of the loss, so every example is
-    still trained on exactly once per epoch and nothing recompiles.
-    """
-    steps = -(-n // batch_size)
-    return steps, steps * batch_size
-
-
-def make_jax_scan(x_train, args):
-    """``(train_epoch, test_negative_elbo)``: a whole epoch as one ``jax.lax.scan`` call."""
-    import jax
-    import jax.numpy as jnp
-
-    n = len(x_train)
-    steps, padded = padded_batches(n, args.batch_size)
-    per_example_negative_elbo, adam, params, state = jax_vae(args)
-
-    def masked_loss(params, x, mask, key):
-        return jnp.sum(mask * per_example_negative_elbo(params, x, key)) / jnp.sum(mask)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def epoch(params, state, x_all, key):
-        key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, n)
-        order = jnp.concatenate([order, order[: padded - n]])  # pad with real examples
-        mask = (jnp.arange(padded) < n).astype(jnp.float32)
-        batches = x_all[order].reshape(steps, args.batch_size, -1)
-
-        def train_step(carry, batch):
-            params, state = carry
-            x, batch_mask = batch
-            step_key = jax.random.fold_in(key, state[0])
-            loss, gradients = jax.value_and_grad(masked_loss)(params, x, batch_mask, step_key)
-            return adam(params, gradients, state), loss
-
-        (params, state), losses = jax.lax.scan(
-            train_step, (params, state), (batches, mask.reshape(steps, -1))
-        )
-        return params, state, key, losses[-1]
-
-    key = jax.random.key(args.seed)
-    x_all = jnp.asarray(x_train.reshape(n, -1))  # the whole split lives on the device
-
-    def train_epoch():
-        nonlocal params, state, key
-        params, state, key, loss = epoch(params, state, x_all, key)
-        loss.block_until_ready()
-
-    def test_negative_elbo(x_test):
-        x = jnp.asarray(x_test)
-        return float(jnp.mean(per_example_negative_elbo(params, x, jax.random.fold_in(key, 1))))
-
-    return train_epoch, test_negative_elbo
-
-
-def make_tf_xla(x_train, args):
-    """``(train_epoch, test_negative_elbo)``: ``tf.function(jit_compile=True)``, one batch shape."""
-    import tensorflow as tf
-
-    per_example_negative_elbo, apply_adam = tf_vae(args)
-    batch_shape = (args.batch_size, *x_train.shape[1:])
-
-    @tf.function(
-        jit_compile=True,
-        input_signature=[
-            tf.TensorSpec(batch_shape, tf.float32),
-            tf.TensorSpec((args.batch_size,), tf.float32),
-        ],
-    )
-    def train_step(x, mask):
-        with tf.GradientTape() as tape:
-            per_example = per_example_negative_elbo(x)
-            loss = tf.reduce_sum(mask * per_example) / tf.reduce_sum(mask)
-        apply_adam(loss, tape)
-        return loss
-
-    n = len(x_train)
-    _, padded = padded_batches(n, args.batch_size)
-    rng = np.random.default_rng(args.seed)
-    mask = (np.arange(padded) < n).astype(np.float32)
-
-    def train_epoch():
-        order = rng.permutation(n)
-        order = np.concatenate([order, order[: padded - n]])  # pad with real examples
-        for first in batch_starts(padded, args.batch_size):
-            rows = slice(first, first + args.batch_size)
-            loss = train_step(x_train[order[rows]], mask[rows])
-        loss.numpy()
-
-    return train_epoch, tf_test_negative_elbo(per_example_negative_elbo)
-
-
-def make_torch_compile(x_train, args):
-    """``(train_epoch, test_negative_elbo)``: the plain PyTorch loop with ``torch.compile``."""
-    return make_torch_loop(x_train, args, compile_model=True)
-
-
-# hand-written contender -> (its framework, the function that sets up its loop)
-HAND_WRITTEN = {
-    "jax-jit": ("jax", make_jax_jit),
-    "tf-function": ("tensorflow", make_tf_function),
-    "torch-loop": ("torch", make_torch_loop),
-    "jax-scan": ("jax", make_jax_scan),
-    "tf-xla": ("tensorflow", make_tf_xla),
-    "torch-compile": ("torch", make_torch_compile),
-}
 
 
 def run_hand_written(name, x_train, x_test, args):
@@ -557,7 +149,7 @@ def worker(args):
     if args.worker in HAND_WRITTEN:
         measured = run_hand_written(args.worker, x_train, x_test, args)
     else:
-        measured = run_kvae(x_train, x_test, args)
+        measured = throughput_kvae.run_kvae(x_train, x_test, args)
     seconds, cpu_seconds, test_negative_elbo, backend = measured
     steady = seconds[1:]
     result = {

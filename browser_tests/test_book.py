@@ -21,7 +21,9 @@ from playwright.sync_api import sync_playwright
 from browser_tests.chromium import ROOT, SCREENSHOTS, hangul_report, launch
 from tools import build_book
 
-PAGES = ["index", "GLOSSARY"] + [n.stem for n in sorted((ROOT / "chapters" / "en").glob("*.ipynb"))]
+PAGES = ["index", "references", "GLOSSARY"] + [
+    n.stem for n in sorted((ROOT / "chapters" / "en").glob("*.ipynb"))
+]
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,8 @@ _EXPORTS = {
     "load_mnist": "kvae.data",
     "elbo": "kvae.elbo",
     "linear_gaussian": "kvae.linear_gaussian",
+    "set_seed": "kvae.seeding",
+    "tables": "kvae.tables",
 }
 
 __version__ = "0.1.0"

@@ -327,3 +327,150 @@ def test_first_use_check_on_sentences():
     assert first_use_problems([("a", [(1, "기울기")])], terms) == [
         "역전파: never used in the Korean chapters"
     ]
+
+
+# A claim is about the method: every chapter takes one seed from kvae.claims.chapter_seed()
+# and derives every generator from it, so KVAE_SEED=7 runs the whole chapter on other draws.
+
+SEED_LITERAL = re.compile(
+    r"\b(seed|random_state)\s*=\s*-?\d"  # seed=0, random_state=1
+    r"|\b(seed|default_rng|SeedGenerator|RandomState|manual_seed|set_seed)\s*\(\s*-?\d"
+    r"|\bset_random_seed\b|\brandom\s*\.\s*seed\s*\("  # seeding that bypasses chapter_seed
+)
+CHAPTER_SEED_CALL = re.compile(r"\bchapter_seed\s*\(\s*\)")
+
+
+def code_without_texts(source):
+    """A code cell's tokens, comments dropped and strings blanked, joined by spaces."""
+    return " ".join(code_shape(source))
+
+
+def seed_problems(notebook):
+    problems, calls = [], 0
+    for number, cell in enumerate(cells(notebook, "code"), start=1):
+        code = code_without_texts(cell.source)
+        calls += len(CHAPTER_SEED_CALL.findall(code))
+        problems += [f"code cell {number}: {m.group(0)!r}" for m in SEED_LITERAL.finditer(code)]
+    if calls != 1:
+        problems.append(f"chapter_seed() is called {calls} times, expected once")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "source",
+    [s for s in SOURCES if s.stem != "00_setup"],
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_every_seed_comes_from_chapter_seed(source):
+    problems = seed_problems(jupytext.read(source))
+    assert not problems, f"{source.relative_to(CHAPTERS)}:\n" + "\n".join(problems)
+
+
+def test_seed_check_on_cells():
+    def notebook(*sources):
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+    good = notebook("SEED = chapter_seed()", "x = f(seed=SEED + 1)  # seed=0 in a comment is fine")
+    assert seed_problems(good) == []
+    bad = notebook(
+        "SEED = chapter_seed()",
+        "rng = np.random.default_rng(3)\nlayer = kvae.Sampling(seed = 0)",
+        "keras.utils.set_random_seed(SEED)",
+    )
+    assert seed_problems(bad) == [
+        "code cell 2: 'default_rng ( 3'",
+        "code cell 2: 'seed = 0'",
+        "code cell 3: 'set_random_seed'",
+    ]
+    assert seed_problems(notebook("x = 1")) == ["chapter_seed() is called 0 times, expected once"]
+
+
+# One speech level each: the Korean chapters' prose is 합니다체, and their check-mark lines
+# (the sentences given to claim and claim_close) are 한다체, as a list of findings is written.
+
+HAEYO_ENDING = re.compile(r"[가-힣]*(?<!세)요[.!?]")  # 해요체; "...해 보세요" asks the reader
+TRAILING_NOTE = re.compile(r"\s*\([^()]*\)\s*$")  # "... 같다 (3 SE 안쪽)": the note after the verb
+
+
+def claim_statements(source):
+    """(line, sentence) for the first argument of every claim/claim_close call in a code cell;
+    adjacent literals are joined, an f-string's fields kept as written."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    found = []
+    for i, token in enumerate(tokens):
+        if token.string not in ("claim", "claim_close") or tokens[i + 1].string != "(":
+            continue
+        parts, j = [], i + 2
+        while tokens[j].type in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+            j += 1
+        line = tokens[j].start[0]
+        while True:
+            kind = tokenize.tok_name[tokens[j].type]
+            if kind == "STRING":
+                parts.append(_literal_text(tokens[j].string))
+            elif kind == "FSTRING_START":
+                depth, text = 0, ""
+                while True:
+                    kind = tokenize.tok_name[tokens[j].type]
+                    depth += kind == "FSTRING_START"
+                    depth -= kind == "FSTRING_END"
+                    text += tokens[j].string
+                    if depth == 0:
+                        break
+                    j += 1
+                parts.append(_literal_text(text))
+            elif kind not in ("NL", "COMMENT"):
+                break
+            j += 1
+        if parts:
+            found.append((line, "".join(parts)))
+    return found
+
+
+def _literal_text(literal):
+    """The text between a string literal's quotes (prefixes such as f or r dropped)."""
+    return re.sub(r"^[a-zA-Z]*(['\"]{1,3})(.*)\1$", r"\2", literal, flags=re.S)
+
+
+def speech_level_problems(path):
+    problems = []
+    for line, text, where in korean_texts(path):
+        if where == "prose":
+            problems += [
+                f"line {line} (prose, 해요체): {m.group(0)!r}" for m in HAEYO_ENDING.finditer(text)
+            ]
+    for number, cell in enumerate(cells(jupytext.read(path), "code"), start=1):
+        for _line, sentence in claim_statements(cell.source):
+            core = sentence.strip()
+            while TRAILING_NOTE.search(core):
+                core = TRAILING_NOTE.sub("", core).strip()
+            if not core.endswith("다") or core.endswith("니다"):
+                problems.append(f"code cell {number} (claim, not 한다체): {sentence!r}")
+    return problems
+
+
+@pytest.mark.parametrize("source", KOREAN_SOURCES, ids=lambda p: f"ko/{p.stem}")
+def test_korean_chapter_keeps_one_speech_level_for_prose_and_one_for_checks(source):
+    problems = speech_level_problems(source)
+    assert not problems, f"chapters/ko/{source.name}:\n" + "\n".join(problems)
+
+
+def test_speech_level_check_on_a_sample(tmp_path):
+    chapter = tmp_path / "99_sample.md"
+    chapter.write_text(
+        "---\nkernelspec:\n  display_name: Python 3\n  name: python3\n---\n"  # lines 1-5
+        "값이 작습니다. 직접 해 보세요. 왜 그럴까요?\n"  # line 6: only the question is 해요체
+        "그래서 작으니까요.\n\n"  # line 7
+        "```{code-cell} ipython3\n"
+        'claim("추정값이 참값에 가깝다 (3 SE 안쪽)", ok, a=1)\n'
+        'claim_close("두 값이 " f"{n}개에서 " "같습니다", a, b, 0.1)\n'
+        "claim(\n    '분산이 줄어든다', ok, a=1)\n"
+        'claim("이 비율", ok, a=1)\n```\n',
+        encoding="utf-8",
+    )
+    assert speech_level_problems(chapter) == [
+        "line 6 (prose, 해요체): '그럴까요?'",
+        "line 7 (prose, 해요체): '작으니까요.'",
+        "code cell 1 (claim, not 한다체): '두 값이 {n}개에서 같습니다'",
+        "code cell 1 (claim, not 한다체): '이 비율'",
+    ]

@@ -1,48 +1,76 @@
-"""The importance-weighted pass stays within its memory budget and gives the same numbers."""
+"""kvae.train puts a run together from modules that each hold one concern, imported one way."""
 
-import numpy as np
+import ast
+import pathlib
+
 import pytest
 
-from kvae import config, train
+from kvae import evaluate, fitting, report, sweep, train
+
+PACKAGE = pathlib.Path(train.__file__).parent
+
+# Where each moved name is defined; kvae.train only re-exports it, for the README and notebooks.
+HOMES = {
+    "load_data": fitting,
+    "build_vae": fitting,
+    "fit": fitting,
+    "fit_map": fitting,
+    "fit_samplers": fitting,
+    "encode": evaluate,
+    "evaluate": evaluate,
+    "importance_weighted_log_px": evaluate,
+    "judge_metrics": evaluate,
+    "draw_figures": report,
+    "markdown_table": report,
+    "sweep": sweep,
+}
+# The command line on top, the maths at the bottom: a module imports only lower ranks.
+RANKS = {"__main__": 7, "cli": 6, "train": 5, "sweep": 4, "report": 3, "evaluate": 2, "fitting": 1}
 
 
-@pytest.mark.parametrize(("samples", "kind"), [(50, "mlp"), (10_000, "mlp"), (10_000, "conv")])
-def test_each_decoder_pass_fits_the_memory_budget(samples, kind):
-    hidden = (config.MAX_WIDTH,) * 2 if kind == "mlp" else (512,)
-    digits, k_chunk = train.iw_pass_size(samples, hidden, kind)
-    floats = 2 * (config.PIXELS + sum(hidden)) if kind == "mlp" else 64 * config.PIXELS
-    assert 1 <= k_chunk <= samples and 1 <= digits <= train.IW_BATCH
-    assert digits * k_chunk * floats * 4 <= config.IW_MEMORY_BUDGET
-    if k_chunk < samples:  # k itself had to be cut: one digit at a time, as many as fit
-        assert digits == 1 and (k_chunk + 1) * floats * 4 > config.IW_MEMORY_BUDGET
+def kvae_imports(path):
+    """The ``kvae`` modules ``path`` imports, at the top or inside a function, by short name."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kvae"):
+            if node.module == "kvae":  # from kvae import evaluate, plots
+                names.update(alias.name for alias in node.names)
+            else:
+                names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names.update(
+                alias.name.split(".")[1] for alias in node.names if alias.name.startswith("kvae.")
+            )
+    return names
 
 
-def test_cutting_k_into_chunks_gives_the_same_bound(small_vae, mnist_test, monkeypatch):
-    x = mnist_test[0][:5]
-    monkeypatch.setattr(train, "IW_BATCH", 1)  # one digit a pass: the noise is drawn alike
-    assert train.iw_pass_size(16, (64,)) == (1, 16)
-    whole = train.importance_weighted_log_px(small_vae, x, 16, seed=3, hidden=(64,))
-    # A budget of 5 images a pass: k = 16 is cut into chunks of 5, 5, 5 and 1.
-    monkeypatch.setattr(train, "IW_MEMORY_BUDGET", 5 * 4 * 2 * (784 + 64))
-    assert train.iw_pass_size(16, (64,)) == (1, 5)
-    chunked = train.importance_weighted_log_px(small_vae, x, 16, seed=3, hidden=(64,))
-    np.testing.assert_allclose(chunked, whole, rtol=1e-5)
-    assert whole[1] <= whole[0]  # the ELBO is below the k-sample bound (Jensen)
+@pytest.mark.parametrize("name", sorted(HOMES))
+def test_a_name_reached_through_train_is_the_function_its_module_holds(name):
+    moved = getattr(train, name)
+    assert moved is getattr(HOMES[name], name)
+    assert moved.__module__ == HOMES[name].__name__  # defined there, not re-exported from train
+    assert name in train.__all__
 
 
-def test_judge_metrics_are_seeded_by_the_config(small_vae, mnist_train, mnist_test):
-    """Same seed, same figures; another seed, other samples: nothing is drawn unseeded."""
-    data = {
-        "train": (mnist_train[0][:300], None),
-        "test": (mnist_test[0][:200], mnist_test[1][:200]),
-    }
-    one = config.TrainConfig(judge_samples=300, mixture_components=4, seed=5)
-    first, again = (train.judge_metrics(small_vae, data, one) for _ in range(2))
-    assert first == again
-    other = train.judge_metrics(small_vae, data, config.TrainConfig(judge_samples=300, seed=6))
-    for name in train.SAMPLERS:
-        assert first[f"{name}_score"] != other[f"{name}_score"], name  # other images
-        assert sum(first[f"{name}_class_shares"]) == pytest.approx(1.0)
-    # The reconstructions do not depend on the seed: the posterior mean is decoded.
-    assert first["reconstruction_accuracy"] == other["reconstruction_accuracy"]
-    assert first["mixture_components"] == 4 and first["judge_samples"] == 300
+def test_imports_run_one_way():
+    """No module imports one of equal or higher rank, and nothing below imports the faces."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.stem
+        for target in kvae_imports(path) & set(RANKS):
+            assert target != module
+            rank = RANKS.get(module, 0)  # models, elbo, plots, rundir ...: below them all
+            assert RANKS[target] < rank, (
+                f"{path.relative_to(PACKAGE)} imports kvae.{target}; expected imports to run "
+                f"from the command line down (ranks {RANKS})"
+            )
+
+
+def test_each_module_holds_one_concern():
+    """The split's modules keep to their concern: fitting neither evaluates nor draws."""
+    assert not {"evaluate", "report", "judge", "plots", "rundir"} & kvae_imports(
+        PACKAGE / "fitting.py"
+    )
+    assert not {"report", "plots", "rundir"} & kvae_imports(PACKAGE / "evaluate.py")
+    for module in (fitting, evaluate, report, sweep, train):
+        summary = module.__doc__.strip().splitlines()[0]
+        assert summary.endswith("."), f"kvae.{module.__name__}: expected a one-sentence summary"

@@ -5,7 +5,8 @@ Usage:
     python tools/build_book.py --out DIR
 
 Each language is one Sphinx build (myst-nb, no execution) of `chapters/<lang>/*.ipynb`, with
-`chapters/README.md` as its front page and `chapters/GLOSSARY.md`; the configuration is
+`chapters/README.md` as its front page, `chapters/<lang>/references.md` and
+`chapters/GLOSSARY.md`; the configuration is
 `book/conf.py`. Pages link to their twin in the other language. Nothing is fetched from the
 network, at build time or when a page is read.
 """
@@ -38,7 +39,8 @@ LANDING = """<!DOCTYPE html>
 
 
 def stage(language, source):
-    """Writes the Sphinx source folder of one language: notebooks, front page, glossary."""
+    """Writes the Sphinx source folder of one language: notebooks, front page, references,
+    glossary."""
     if source.exists():
         shutil.rmtree(source)
     source.mkdir(parents=True)
@@ -49,7 +51,8 @@ def stage(language, source):
         static = without_widgets(json.loads(notebook.read_text(encoding="utf-8")), language)
         (source / notebook.name).write_text(json.dumps(static, ensure_ascii=False), "utf-8")
     shutil.copy2(ROOT / "chapters" / "GLOSSARY.md", source / "GLOSSARY.md")
-    toctree = "\n".join([n.stem for n in notebooks] + ["GLOSSARY"])
+    shutil.copy2(ROOT / "chapters" / language / "references.md", source / "references.md")
+    toctree = "\n".join([n.stem for n in notebooks] + ["references", "GLOSSARY"])
     front = (ROOT / "chapters" / "README.md").read_text(encoding="utf-8")
     front += f"\n\n```{{toctree}}\n:maxdepth: 1\n:caption: {CAPTION[language]}\n\n{toctree}\n```\n"
     (source / "index.md").write_text(front, encoding="utf-8")
