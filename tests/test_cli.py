@@ -55,7 +55,7 @@ def environment(backend=BACKEND, **extra):
     return {**env, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def kvae(*args, backend=BACKEND, timeout=240, **env):
+def kvae(*args, backend=BACKEND, timeout=900, **env):
     """Run ``python -m kvae ARGS`` with ``KERAS_BACKEND=backend``; returns the finished process."""
     command = [sys.executable, "-m", "kvae", *map(str, args)]
     return subprocess.run(
