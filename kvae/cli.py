@@ -10,14 +10,19 @@ the arguments, builds the ``TrainConfig`` (which owns every range), checks and
 locks the output folder, sets the backend, and only then imports ``kvae.train``.
 
 Exit status: 0 done; 1 the run started and could not finish (a NaN loss, or a
-sweep with a failed beta); 2 a bad argument, folder or run folder, before any
+sweep with a failed beta); 2 a bad argument, folder or run folder, or a setting
+that cannot work here (``keras.json``, ``--source keras`` offline), before any
 training, with one line on stderr; 130 Ctrl-C (SIGINT); 143 SIGTERM. After 1,
-130 or 143 no half-written folder is left under the name asked for.
+130 or 143 no half-written folder is left under the name asked for. Printing
+never costs a run: a closed or broken standard output (``kvae train | head -1``)
+or one that cannot encode a path is noted in one line on stderr, and a finished
+run is kept with status 0.
 """
 
 import argparse
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import pathlib
@@ -64,32 +69,59 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv=None):
     """Run the ``kvae`` command; returns the exit status (0 on success)."""
-    args = build_parser().parse_args(argv)
-    command = args.command_parser
-    try:
-        select_backend(args.backend)
-    except ConfigError as error:
-        command.error(str(error))
-    # TensorFlow's C++ start-up notes (CPU instruction sets) would bury the progress bar.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = None
+    # The stop signals raise from the first line on: a SIGTERM at any moment is status 143.
     with _StopSignalsRaise():
         try:
-            status = args.handler(args, command)
-            if rundir.stop_requested() is not None:  # a stop that library code swallowed
-                raise rundir.stop_exception(rundir.stop_requested())
-            return status
-        except ConfigError as error:
-            command.error(_option_message(error, command))
-        except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
-            return _fail(command, error, EXIT_FAILED)
+            args = build_parser().parse_args(argv)
+            command = args.command_parser
+            return _run(args, command)
         except KeyboardInterrupt:
             return _fail(command, "interrupted; no half-written folder was left", EXIT_INTERRUPTED)
         except rundir.Terminated:
             return _fail(command, "terminated; no half-written folder was left", EXIT_TERMINATED)
 
 
+def _run(args, command):
+    try:
+        select_backend(args.backend)
+        check_keras_json()
+    except ConfigError as error:
+        command.error(str(error))
+    # TensorFlow's C++ start-up notes (CPU instruction sets) would bury the progress bar.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The command only writes figures to files: Agg needs no display, and an MPLBACKEND
+    # naming no backend (or an interactive one) cannot fail a run after training.
+    os.environ["MPLBACKEND"] = "Agg"
+    with _SafeStdout() as stdout:
+        try:
+            status = args.handler(args, command)
+            rundir.raise_if_stopped()  # a stop that library code swallowed
+        except ConfigError as error:
+            command.error(_option_message(error, command))
+        except FloatingPointError as error:  # raised by kvae's StopOnNaN: the message says why
+            return _fail(command, error, EXIT_FAILED)
+        if stdout.lost is not None:
+            _note(command, f"could not print to standard output ({stdout.lost}); {WRITTEN}")
+        return status
+
+
+WRITTEN = "what the command writes to its folder was written"
+
+
+def _note(command, message):  # a remark that changes no status
+    try:
+        print(f"{command.prog}: note: {' '.join(str(message).split())}", file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed too: the status still says it
+        pass
+
+
 def _fail(command, message, status):
-    print(f"{command.prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    prog = command.prog if command is not None else "kvae"
+    try:
+        print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed too: the status still says it
+        pass
     return status
 
 
@@ -102,35 +134,94 @@ def _option_message(error, command):
 
 
 class _StopSignalsRaise:
-    """While inside, SIGINT and SIGTERM raise in the main thread and are remembered.
+    """While inside, SIGINT and SIGTERM raise in the main thread, on every delivery.
 
-    Remembering them matters because library code can swallow the exception (a
-    KeyboardInterrupt raised inside a garbage-collection callback is only
-    printed): ``rundir`` then refuses to rename the folder into place, and the
-    command still ends with the signal's status. A SIGINT that is already
-    ignored (``nohup``, background jobs) stays ignored.
+    The handler (``kvae.rundir.request_stop``) also remembers the signal, because
+    library code can swallow the exception (a KeyboardInterrupt raised inside a
+    garbage-collection callback is only printed): training checks the flag after
+    every batch and ``rundir`` before renaming a folder into place, so the
+    command still stops with the signal's status. The handler stays installed:
+    a second signal raises again (during a clean-up, once the clean-up is done).
+    A SIGINT that is already ignored (``nohup``, background jobs) stays ignored.
     """
 
     def __enter__(self):
         self.previous = {}
+        rundir.clear_stop()
         if threading.current_thread() is not threading.main_thread():
-            return
-        self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+            return self
+        self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, rundir.request_stop)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, rundir.request_stop)
+        return self
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
 
-def _raise_terminated(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
-    rundir.request_stop(signum)
+class _SafeStdout:
+    """``sys.stdout`` for the command's run: a failed print never ends a run.
 
+    A broken pipe (``kvae train | head -1``) or a closed descriptor sends the rest
+    to ``os.devnull`` (the exit flush then succeeds too) and is remembered in
+    ``lost``; text the stream cannot encode (``PYTHONIOENCODING=ascii`` and a
+    Korean path) is written with backslash escapes. With no stdout at all
+    (``kvae train >&-``), output goes to ``os.devnull``.
+    """
 
-def _raise_interrupted(signum, frame):
-    rundir.request_stop(signum)
+    def __enter__(self):
+        self.original = sys.stdout
+        self.lost = None
+        self.stream = sys.stdout
+        if sys.stdout is None:
+            self.stream = open(os.devnull, "w")  # noqa: SIM115 (closed on exit)
+            self.lost = "it is closed"
+        sys.stdout = self
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout = self.original
+        if self.original is None:
+            self.stream.close()
+
+    def write(self, text):
+        if self.lost is None:
+            try:
+                self._write(text)
+            except (OSError, ValueError) as error:  # ValueError: a closed file object
+                self._lose(error)
+        return len(text)
+
+    def _write(self, text):
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:
+            encoding = self.stream.encoding or "ascii"
+            self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+    def flush(self):
+        if self.lost is not None:
+            return
+        try:
+            self.stream.flush()
+        except (OSError, ValueError) as error:
+            self._lose(error)
+
+    def _lose(self, error):
+        """Point the descriptor at os.devnull, so later writes and the exit flush succeed."""
+        if self.lost is None:
+            broken = getattr(error, "errno", None) == errno.EPIPE
+            self.lost = "broken pipe" if broken else str(error) or type(error).__name__
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no descriptor to redirect: nothing more to flush
+            pass
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: Keras's progress bar asks
+        return getattr(self.stream, name)
 
 
 def build_parser():
@@ -349,10 +440,47 @@ def select_backend(name=None):
     return name
 
 
+def _keras_json_path():
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~") or "/tmp", ".keras")
+    return pathlib.Path(home, "keras.json")
+
+
+def _keras_json():
+    """``$KERAS_HOME/keras.json`` as a dict ({} when missing or unreadable, as Keras reads it)."""
+    try:
+        settings = json.loads(_keras_json_path().read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
 def _keras_json_backend():
     """The backend Keras would read from ``$KERAS_HOME/keras.json`` (default tensorflow)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~") or "/tmp", ".keras")
-    try:
-        return json.loads(pathlib.Path(home, "keras.json").read_text()).get("backend", "tensorflow")
-    except (OSError, ValueError, AttributeError):
-        return "tensorflow"
+    return _keras_json().get("backend", "tensorflow")
+
+
+# What kvae's networks and losses are written for; keras.json can set other values.
+KERAS_SETTINGS = {"floatx": "float32", "image_data_format": "channels_last"}
+
+
+def check_keras_json():
+    """Refuse ``keras.json`` settings kvae's networks do not run with, before Keras loads.
+
+    kvae builds channels-last float32 networks (images (N, 28, 28, 1), a
+    float32 ELBO); ``floatx: float16`` or ``channels_first`` would fail deep
+    inside Keras, after the data loaded. Nothing to check once Keras is loaded
+    (a notebook): its settings are already in force.
+
+    Raises:
+        ConfigError: the setting, its value and the fix.
+    """
+    if "keras" in sys.modules:
+        return
+    settings = _keras_json()
+    for key, expected in KERAS_SETTINGS.items():
+        value = settings.get(key, expected)
+        if value != expected:
+            raise ConfigError(
+                f"{str(_keras_json_path())!r} sets {key}={value!r}; kvae's networks need "
+                f"{key}={expected!r}: change it there, or point KERAS_HOME at another folder"
+            )

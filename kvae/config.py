@@ -14,6 +14,7 @@ BACKENDS = ("tensorflow", "jax", "torch")  # the backends kvae is tested on
 KINDS = ("mlp", "conv")  # encoder and decoder networks (kvae.networks)
 SOURCES = ("bundled", "keras")  # where the digits come from (kvae.data)
 LANGS = ("en", "ko")  # the figures' label languages (kvae.plots)
+VERBOSITIES = (0, 1, 2)  # Keras's fit(verbose=...): silent, a progress bar, one line per epoch
 # Backends whose Keras splits a batch across devices (keras.distribution.DataParallel):
 # under TensorFlow Keras accepts the distribution and trains on one device anyway,
 # and under PyTorch keras.distribution has no implementation at all.
@@ -196,6 +197,21 @@ def require_parallel_backend(devices, backend):
             "and trains on one device, PyTorch has none); use devices=1 or the jax backend",
             "devices",
         )
+
+
+def require_run_options(lang, verbose):
+    """Refuse a ``lang`` or ``verbose`` a run cannot use, before it trains.
+
+    Both are only read late (the figures' labels after training, the progress
+    display by Keras), so a typo would otherwise cost a whole run.
+
+    Raises:
+        ConfigError: the option, what was expected and what was received.
+    """
+    if not isinstance(lang, str) or lang not in LANGS:
+        raise ConfigError(f"lang must be one of {LANGS}, got {lang!r}", "lang")
+    if not _is_int(verbose) or verbose not in VERBOSITIES:
+        raise ConfigError(f"verbose must be one of {VERBOSITIES}, got {verbose!r}", "verbose")
 
 
 def defaults():

@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from kvae.config import SOURCES
+from kvae.config import SOURCES, SPLIT_SIZES, ConfigError
 
 IMAGE_SHAPE = (28, 28, 1)  # MNIST, channels last; kvae.networks builds for it
 
@@ -14,6 +14,14 @@ _HERE = pathlib.Path(__file__).resolve().parent
 ASSET_NAME = "mnist_subset.npz"
 ASSET_CANDIDATES = (_HERE.parent / "assets" / ASSET_NAME, _HERE / "assets" / ASSET_NAME)
 SPLITS = ("train", "test")
+
+
+class MnistUnavailableError(ConfigError, RuntimeError):
+    """The digits asked for cannot be read: a damaged bundled file, or a download that failed.
+
+    A ``ConfigError`` (the command line prints one line, status 2, before any
+    training) and a ``RuntimeError``, as ``load_mnist`` has always documented.
+    """
 
 
 def load_mnist(split="train", source="bundled", binarize=None):
@@ -44,7 +52,8 @@ def load_mnist(split="train", source="bundled", binarize=None):
     Raises:
         ValueError: for an unknown ``split`` or ``source``, or a threshold
             outside (0, 1).
-        RuntimeError: when ``source="keras"`` must download and cannot.
+        MnistUnavailableError: (a ``RuntimeError``) when ``source="keras"`` must download
+            and cannot, or the bundled file does not hold the digits it should.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -53,6 +62,7 @@ def load_mnist(split="train", source="bundled", binarize=None):
     if binarize is not None and not 0.0 < binarize < 1.0:
         raise ValueError(f"binarize must be None or a threshold in (0, 1), got {binarize!r}")
     images, labels = _read_bundled(split) if source == "bundled" else _read_keras(split)
+    _check_split(images, labels, split, source)
     x = (images.astype(np.float32) / 255.0).reshape((-1, *IMAGE_SHAPE))
     if binarize is not None:
         x = (x > binarize).astype(np.float32)
@@ -63,8 +73,30 @@ def _read_bundled(split):
     path = next((p for p in ASSET_CANDIDATES if p.exists()), None)
     if path is None:
         raise FileNotFoundError(f"bundled MNIST not found; looked in {ASSET_CANDIDATES}")
-    with np.load(path) as arrays:
-        return arrays[f"x_{split}"], arrays[f"y_{split}"]
+    try:
+        with np.load(path) as arrays:
+            return arrays[f"x_{split}"], arrays[f"y_{split}"]
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise MnistUnavailableError(
+            f"the bundled MNIST file {str(path)!r} cannot be read ({error}); reinstall kvae"
+        ) from None
+
+
+def _check_split(images, labels, split, source):
+    """The split holds as many digits as ``kvae.config.SPLIT_SIZES`` says, with a label each.
+
+    ``TrainConfig`` checks ``train_size`` against those counts before any data
+    loads; a damaged or replaced file with fewer digits would otherwise train on
+    fewer than the config records.
+    """
+    expected = SPLIT_SIZES[source][split]
+    shape, want = tuple(np.shape(images)), (expected, *IMAGE_SHAPE[:2])
+    if shape not in (want, (expected, *IMAGE_SHAPE)) or np.shape(labels) != (expected,):
+        raise MnistUnavailableError(
+            f"the {source} MNIST {split} split should hold {expected} images of 28 x 28 "
+            f"and {expected} labels, got images {shape} and labels {np.shape(labels)}; "
+            + ("reinstall kvae" if source == "bundled" else "delete ~/.keras/datasets/mnist.npz")
+        )
 
 
 def _read_keras(split):
@@ -73,10 +105,12 @@ def _read_keras(split):
     try:
         train, test = keras.datasets.mnist.load_data()
     except Exception as error:  # the download's own errors vary by platform
-        raise RuntimeError(
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise MnistUnavailableError(
             "source='keras' downloads the full MNIST (11 MB) to ~/.keras/datasets and could not: "
-            f"{error}. Use source='bundled' to work offline."
-        ) from error
+            f"{reason}. Use source='bundled' to work offline.",
+            "source",
+        ) from None
     return train if split == "train" else test
 
 

@@ -8,13 +8,13 @@ import dataclasses
 
 import keras
 
-from kvae import parallel
+from kvae import parallel, rundir
 from kvae.data import load_mnist
 from kvae.models import VAE
 from kvae.networks import build_decoder, build_encoder
 from kvae.samplers import AggregatePosteriorSampler, GaussianMixtureSampler
 
-__all__ = ["build_vae", "fit", "fit_map", "fit_samplers", "load_data"]
+__all__ = ["StopWhenAsked", "build_vae", "fit", "fit_map", "fit_samplers", "load_data"]
 
 
 def load_data(config):
@@ -57,8 +57,25 @@ def fit(config, data, verbose=1):
             batch_size=config.batch_size,
             validation_data=(x_test,),
             verbose=verbose,
+            callbacks=[StopWhenAsked()],
         )
     return vae, {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Raise a stop (Ctrl-C, SIGTERM) after the batch it arrived in, even if it was swallowed.
+
+    The command's handler (``kvae.rundir.request_stop``) raises where the signal
+    lands; under JAX that can be inside XLA's garbage-collection callback, whose
+    exceptions Python only prints. The handler has noted the signal, and this
+    raises it at the next batch end (once per ``steps_per_execution`` steps).
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        rundir.raise_if_stopped()
+
+    def on_test_batch_end(self, batch, logs=None):
+        rundir.raise_if_stopped()
 
 
 def fit_map(config, data, verbose=1):

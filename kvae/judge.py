@@ -111,8 +111,14 @@ def score(x):
 
 
 def score_proba(p):
-    """``score`` from judge probabilities (N, 10) already computed."""
-    p = np.asarray(p, dtype=np.float64)
+    """``score`` from judge probabilities (N, 10) already computed.
+
+    Raises:
+        ValueError: ``p`` is not (N, 10) with N >= 1, holds NaN, infinite or
+            negative values, or has a row that does not sum to 1 (logits, or
+            scores of another classifier, would give a meaningless score).
+    """
+    p = check_proba(p)
     marginal = p.mean(axis=0)
     # KL(p(y|x) || p(y)) per image; 0 * log 0 = 0
     safe = np.where(p > 0, p, 1.0)
@@ -221,6 +227,32 @@ def reference():
     from kvae.data import load_mnist
 
     return score(load_mnist("test")[0])
+
+
+PROBA_TOLERANCE = 1e-4  # a float32 softmax's rows sum to 1 within a few ulps, well inside this
+
+
+def check_proba(p):
+    """Return ``p`` as float64 (N, 10), refusing what is not one distribution per image."""
+    try:
+        p = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected judge probabilities (N, {NUM_CLASSES}), got {p!r}") from None
+    if p.ndim != 2 or p.shape[1] != NUM_CLASSES or p.shape[0] == 0:
+        raise ValueError(
+            f"expected judge probabilities of shape (N, {NUM_CLASSES}) with N >= 1, got {p.shape}"
+        )
+    if not np.all(np.isfinite(p)):
+        bad = int(p.size - np.count_nonzero(np.isfinite(p)))
+        raise ValueError(f"judge probabilities contain {bad} NaN or infinite values")
+    sums = p.sum(axis=1)
+    if p.min() < 0.0 or np.max(np.abs(sums - 1.0)) > PROBA_TOLERANCE:
+        raise ValueError(
+            "expected judge probabilities: values >= 0, each row summing to 1; got values "
+            f"in [{p.min():g}, {p.max():g}] and row sums in [{sums.min():g}, {sums.max():g}] "
+            "(pass predict_proba's output, not logits)"
+        )
+    return p
 
 
 def check_images(x):

@@ -57,6 +57,7 @@ def draw_figures(vae, data, history, folder, config, lang="en", samplers=None, m
     from kvae import plots  # matplotlib only when figures are drawn
 
     folder = pathlib.Path(folder)
+    rundir.check_figures_folder(folder)  # never draw through a link someone put there
     folder.mkdir(parents=True, exist_ok=True)
     x_test, y_test = data["test"]
     decode = decoder_fn(vae)

@@ -8,7 +8,7 @@ import dataclasses
 import pathlib
 
 from kvae import parallel, rundir
-from kvae.config import ConfigError
+from kvae.config import ConfigError, require_run_options
 from kvae.evaluate import evaluate, judge_metrics
 from kvae.fitting import fit, load_data
 from kvae.report import SWEEP_COLUMNS, draw_sweep_figures, write_sweep_tables
@@ -35,6 +35,7 @@ def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
         The table: one dict per beta with the keys ``SWEEP_COLUMNS`` and
         ``status`` ("ok"), or ``beta``, ``status`` ("failed") and ``error``.
     """
+    require_run_options(lang, verbose)
     out_dir = pathlib.Path(out_dir)
     betas = [float(b) for b in betas]
     if not betas:
@@ -47,6 +48,7 @@ def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
             rundir.write_json(staging / CONFIG_FILE, {**dataclasses.asdict(config), "betas": betas})
             rows, histories = [], []
             for one in configs:
+                rundir.raise_if_stopped()  # a stop swallowed outside fit's batches
                 print(f"beta = {one.beta:g}", flush=True)
                 row, history = _sweep_one(one, data, verbose)
                 rows.append(row)

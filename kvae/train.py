@@ -42,7 +42,7 @@ import time
 import keras
 
 from kvae import parallel, rundir
-from kvae.config import ConfigError, TrainConfig
+from kvae.config import ConfigError, TrainConfig, require_run_options
 from kvae.evaluate import (
     encode,
     evaluate,
@@ -52,7 +52,14 @@ from kvae.evaluate import (
 )
 from kvae.fitting import build_vae, fit, fit_map, fit_samplers, load_data
 from kvae.report import draw_figures, history_rows, markdown_table
-from kvae.rundir import CONFIG_FILE, FIGURES_DIR, HISTORY_FILE, METRICS_FILE, MODEL_FILE
+from kvae.rundir import (
+    CONFIG_FILE,
+    FIGURES_DIR,
+    HISTORY_FILE,
+    MAP_MODEL_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+)
 from kvae.sweep import sweep
 
 __all__ = [
@@ -73,14 +80,13 @@ __all__ = [
     "importance_weighted_log_px",
     "judge_metrics",
     "load_data",
+    "check_model",
     "load_model",
     "markdown_table",
     "redraw_figures",
     "sweep",
     "train_and_evaluate",
 ]
-
-MAP_MODEL_FILE = "model_2d.keras"  # the 2-D companion: see TrainConfig.map_epochs
 
 
 def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
@@ -107,15 +113,18 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
 
     Raises:
         ConfigError: ``run_dir`` cannot be written or replaced, or another run holds it;
-            ``config.devices`` cannot be used here (``kvae.parallel``).
+            ``config.devices`` cannot be used here (``kvae.parallel``); ``lang`` or
+            ``verbose`` is not one of its values (checked before anything else).
         FloatingPointError: the loss became NaN or infinite during training.
     """
+    require_run_options(lang, verbose)
     parallel.check(config.devices)
     with rundir.reserve(run_dir, force) as run_dir:
         started = time.perf_counter()
         data = load_data(config)
         vae, history = fit(config, data, verbose=verbose)
         map_vae = fit_map(config, data, verbose=verbose)
+        rundir.raise_if_stopped()  # a stop swallowed outside fit's batches: act on it now
         samplers = fit_samplers(vae, data, config)
         metrics = {
             **evaluate(vae, data, config, verbose=verbose),
@@ -123,6 +132,7 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
             **map_metrics(map_vae, data, config),
             **run_info(started, config),
         }
+        rundir.raise_if_stopped()
         with rundir.staged(run_dir, force, rundir.new_run_id()) as staging:
             vae.save(staging / MODEL_FILE)
             if map_vae is not None:
@@ -147,33 +157,63 @@ def run_info(started, config):
 def redraw_figures(run_dir, lang="en"):
     """Load a run's model (saved under any backend) and draw its figures again.
 
-    The folder is checked first (``kvae.rundir.read_run``) and locked while the
-    figures are written; the marker's file list is brought up to date.
+    The folder is checked first (``kvae.rundir.read_run``), each model against
+    ``config.json`` (``check_model``; the companion's code has two dimensions),
+    and the folder is locked while the figures are written. The marker gains the
+    figures written, and only those: a file someone else put in the folder stays
+    unlisted, so ``force`` still refuses to delete it.
 
     Returns:
         The paths of the PNG files, in ``run_dir/figures``.
 
     Raises:
         ConfigError: ``run_dir`` is not a valid run folder (the message names the
-            file and the problem), or another kvae process holds it.
+            file and the problem), ``lang`` is not one of ``kvae.config.LANGS``, or
+            another kvae process holds the folder.
     """
+    require_run_options(lang, 0)
     with rundir.lock_existing(run_dir) as run_dir:
         config, history = rundir.read_run(run_dir)
         vae = load_model(run_dir / MODEL_FILE)
-        latent_dim = vae.decoder.input_shape[-1]
-        if latent_dim != config.latent_dim:
-            raise ConfigError(
-                f"{str(run_dir / CONFIG_FILE)!r} contradicts the model: latent_dim "
-                f"{config.latent_dim} in the config, {latent_dim} in {MODEL_FILE}"
-            )
+        check_model(vae, run_dir / MODEL_FILE, config, config.latent_dim)
         map_path = run_dir / MAP_MODEL_FILE
         map_vae = load_model(map_path) if map_path.is_file() else None
+        if map_vae is not None:
+            check_model(map_vae, map_path, config, 2)
         folder = run_dir / FIGURES_DIR
         paths = draw_figures(vae, load_data(config), history, folder, config, lang, map_vae=map_vae)
-        marker = rundir.read_marker(run_dir)
-        if marker is not None:
-            rundir.write_marker(run_dir, marker["run_id"])
+        rundir.add_to_marker(run_dir, paths)
     return paths
+
+
+def check_model(vae, path, config, latent_dim):
+    """Refuse a model that ``config.json`` does not describe: latent size, kind, hidden widths.
+
+    The kind and widths are read from the encoder's layers (``kvae.networks``
+    builds them): Conv2D layers make it ``"conv"``, and the Dense layers before
+    ``z_mean`` and ``z_log_var`` give ``hidden``.
+
+    Raises:
+        ConfigError: the first setting that differs, with both values.
+    """
+    layers = vae.encoder.layers
+    convolutional = any(isinstance(layer, keras.layers.Conv2D) for layer in layers)
+    found = {
+        "latent_dim": vae.decoder.input_shape[-1],
+        "kind": "conv" if convolutional else "mlp",
+        "hidden": tuple(
+            layer.units
+            for layer in layers
+            if isinstance(layer, keras.layers.Dense) and layer.name not in ("z_mean", "z_log_var")
+        ),
+    }
+    expected = {"latent_dim": latent_dim, "kind": config.kind, "hidden": tuple(config.hidden)}
+    for key, value in expected.items():
+        if found[key] != value:
+            raise ConfigError(
+                f"{str(path.parent / CONFIG_FILE)!r} contradicts the model: {key} {value!r} "
+                f"expected, {found[key]!r} in {path.name}"
+            )
 
 
 def load_model(path):

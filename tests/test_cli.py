@@ -55,7 +55,7 @@ def environment(backend=BACKEND, **extra):
     return {**env, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def kvae(*args, backend=BACKEND, timeout=240, **env):
+def kvae(*args, backend=BACKEND, timeout=900, **env):
     """Run ``python -m kvae ARGS`` with ``KERAS_BACKEND=backend``; returns the finished process."""
     command = [sys.executable, "-m", "kvae", *map(str, args)]
     return subprocess.run(
@@ -571,3 +571,232 @@ def test_help_shows_the_config_defaults():
     )
     assert f"Adam's step size (default {defaults.learning_rate})" in text
     assert "a folder with other files is refused, never deleted" in text
+
+
+# --- issue 24: links, printing, settings, each one line before training or no loss at all --------
+
+# The command's own handling of folders and output, the same on every backend: JAX pass only.
+COMMAND_ONLY = pytest.mark.skipif(
+    BACKEND != "jax", reason="the command's folders and printing, alike on every backend: JAX"
+)
+
+
+@ONCE
+@pytest.mark.slow
+def test_figures_never_adopts_a_users_file_into_the_marker(run_copy):
+    """Item 1: NOTES.md (and a half-written figure) stay unlisted, so --force still refuses."""
+    (run_copy / "NOTES.md").write_text("what I saw")
+    partial = run_copy / "figures" / ".loss_curves.partial-4000000-abcdef.png"  # a SIGKILL's
+    partial.write_bytes(b"half a png")
+    result = kvae("figures", run_copy)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 7 figures" in result.stdout
+    listed = rundir.read_marker(run_copy)["files"]
+    assert "NOTES.md" not in listed and partial.name not in " ".join(listed)
+    assert {f"figures/{name}.png" for name in FIGURES} <= set(listed)
+    result = kvae("train", *QUICK, "--out", run_copy, "--force")
+    assert_usage_error(result, "files kvae did not write", "NOTES.md", partial.name)
+    assert (run_copy / "NOTES.md").read_text() == "what I saw"
+
+
+@ONCE
+@pytest.mark.parametrize("command", ["figures", "train"])
+def test_a_symlinked_lock_never_overwrites_its_target(tmp_path, command):
+    """Item 2: ``ln -s v.txt .R.lock`` is refused, and v.txt keeps its bytes."""
+    victim = tmp_path / "v.txt"
+    victim.write_text("DATA\n")
+    run = tmp_path / "R"
+    if command == "figures":  # an existing run to redraw; train makes a new one
+        run.mkdir()
+    (tmp_path / ".R.lock").symlink_to(victim)
+    args = ["figures", run] if command == "figures" else ["train", *QUICK, "--out", tmp_path / "R"]
+    assert_usage_error(kvae(*args), ".R.lock", "symbolic link that kvae did not create")
+    assert victim.read_text() == "DATA\n"
+
+
+@ONCE
+def test_a_symlinked_figures_folder_is_refused_before_keras(run_copy, tmp_path):
+    """Item 3: PNGs are never written through a ``figures`` link to another folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "loss_curves.png").write_bytes(b"someone's")
+    shutil.rmtree(run_copy / "figures")
+    (run_copy / "figures").symlink_to(elsewhere)
+    assert_usage_error(kvae("figures", run_copy), "figures", "symbolic link")
+    assert (elsewhere / "loss_curves.png").read_bytes() == b"someone's"
+
+
+@COMMAND_ONLY
+@pytest.mark.slow
+def test_a_look_alike_staging_folder_is_left_with_a_note(tmp_path):
+    """Item 4: a user's ``.R.partial-*`` folder survives ``kvae train --out R``, with a note."""
+    users = tmp_path / ".R.partial-4000000-abcdef" / "figures"
+    users.mkdir(parents=True)
+    (users / "thesis.tex").write_text("x")
+    result = kvae("train", *QUICK, "--out", tmp_path / "R")
+    assert result.returncode == 0, result.stderr
+    assert (users / "thesis.tex").read_text() == "x"
+    notes = [line for line in result.stderr.splitlines() if line.startswith("kvae: note:")]
+    assert len(notes) == 1 and ".R.partial-4000000-abcdef" in notes[0], result.stderr
+
+
+@ONCE
+def test_a_crafted_archive_is_refused_in_seconds(tmp_path):
+    """Item 6: 2,000 listed copies of one 64 MiB member: refused from the central directory."""
+    from test_rundir import crafted_archive
+
+    run = tmp_path / "R"
+    run.mkdir()
+    crafted_archive(run / "model.keras", 2000, 64 * 2**20)
+    (run / "config.json").write_text("{}")
+    (run / "history.json").write_text('{"loss": [1.0]}')
+    assert_usage_error(kvae("figures", run, timeout=60), "model.keras", "2000 members")
+
+
+@ONCE
+def test_a_lock_that_cannot_be_written_is_one_line_and_left_nowhere(tmp_path):
+    """Item 10: a full disk while writing the lock (here RLIMIT_FSIZE=0, the same OSError)."""
+    import resource
+
+    def no_file_may_grow():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+
+    command = [sys.executable, "-m", "kvae", "train", *QUICK, "--out", str(tmp_path / "run")]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=environment(),
+        preexec_fn=no_file_may_grow,
+        timeout=60,
+    )
+    assert_usage_error(result, ".run.lock", "File too large")
+    assert os.listdir(tmp_path) == []
+
+
+@ONCE
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"floatx": "float16"}, ["floatx='float16'", "float32"]),
+        ({"image_data_format": "channels_first"}, ["channels_first", "channels_last"]),
+    ],
+)
+def test_keras_json_settings_kvae_cannot_train_with_are_one_line(tmp_path, settings, words):
+    """Item 10: keras.json with float16 or channels_first is refused before Keras loads."""
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    (home / "keras.json").write_text(json.dumps(settings))
+    result = kvae("train", *QUICK, "--out", tmp_path / "run", KERAS_HOME=str(home))
+    assert_usage_error(result, "keras.json", *words)
+    assert not (tmp_path / "run").exists()
+
+
+@ONCE
+def test_the_root_is_refused_as_a_run_folder():
+    """Item 10: ``kvae figures /`` names the problem instead of "empty name"."""
+    assert_usage_error(kvae("figures", "/"), "'/' cannot be a run folder")
+
+
+@ONCE
+def test_an_out_path_too_long_for_the_staging_name_is_refused_first(tmp_path):
+    """Item 10: a 4,080-byte --out is refused in 0.1 s, not after training."""
+    limit = os.pathconf(tmp_path, "PC_PATH_MAX") - 1
+    parts, length = [], len(str(tmp_path))
+    while length < limit - 16 - 200:
+        parts.append("d" * 200)
+        length += 201
+    out = tmp_path.joinpath(*parts, "r" * (limit - 16 - length - 1))
+    assert_usage_error(kvae("train", *QUICK, "--out", out), "path is too long")
+    assert os.listdir(tmp_path) == []
+
+
+@ONCE
+@pytest.mark.slow
+def test_offline_keras_source_is_one_line(tmp_path):
+    """Item 10: no network and no cached MNIST: one line naming --source, status 2."""
+    offline = {"KERAS_HOME": str(tmp_path / "keras-home"), "HOME": str(tmp_path)}
+    offline.update({p: "http://127.0.0.1:9" for p in ("http_proxy", "https_proxy", "HTTPS_PROXY")})
+    result = kvae("train", *QUICK, "--source", "keras", "--out", tmp_path / "run", **offline)
+    assert_usage_error(result, "--source", "could not", "source='bundled'")
+    assert not (tmp_path / "run").exists()
+
+
+@COMMAND_ONLY
+@pytest.mark.slow
+def test_a_broken_pipe_keeps_the_finished_run(tmp_path):
+    """Item 10: ``kvae train ... | head -1`` keeps its run and ends with a note, no traceback."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "kvae", "train", *QUICK, "--out", str(out)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment()
+    )
+    process.stdout.readline()  # what head -1 reads; then it exits, closing the pipe
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=240) == 0, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("kvae train: note: could not print")
+    assert_complete_run(out, BACKEND, set(FIGURES) - {"latent_grid", "map_latent_scatter"})
+    assert leftovers(tmp_path) == []
+
+
+@COMMAND_ONLY
+@pytest.mark.slow
+def test_an_ascii_stdout_prints_a_non_ascii_folder_escaped(tmp_path):
+    """Item 10: PYTHONIOENCODING=ascii and a Korean --out: the summary prints, status 0."""
+    out = tmp_path / "실행"
+    result = kvae("train", *QUICK, "--out", out, PYTHONIOENCODING="ascii")
+    assert result.returncode == 0, result.stderr
+    assert "run folder: " in result.stdout and "\\uc2e4\\ud589" in result.stdout
+    assert (out / "kvae-run.json").is_file()
+
+
+@COMMAND_ONLY
+@pytest.mark.slow
+def test_a_closed_stdout_keeps_the_finished_run(tmp_path):
+    """Item 10: ``kvae train >&-``: no stdout at all; the run is written, status 0."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "kvae", "train", *QUICK, "--out", str(out)]
+    result = subprocess.run(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        preexec_fn=lambda: os.close(1),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (out / "kvae-run.json").is_file()
+
+
+@ONCE
+@pytest.mark.slow
+def test_an_invalid_mplbackend_does_not_fail_figures(run_copy):
+    """Item 10: the command draws into files; MPLBACKEND=nonsense cannot break it."""
+    result = kvae("figures", run_copy, MPLBACKEND="nonsense")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@ONCE
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [({"hidden": [64]}, ["hidden", "(64,)", "(128,)"]), ({"kind": "conv"}, ["kind", "'conv'"])],
+)
+def test_figures_refuses_a_config_that_contradicts_the_networks(run_copy, change, words):
+    """Item 9: a config.json whose kind or hidden widths are not the model's is one line."""
+    config = json.loads((run_copy / "config.json").read_text())
+    (run_copy / "config.json").write_text(json.dumps({**config, **change}))
+    assert_usage_error(kvae("figures", run_copy), "config.json", "contradicts", *words)
+
+
+@ONCE
+@pytest.mark.slow
+def test_figures_refuses_a_2d_companion_that_is_not_2d(run_copy):
+    """Item 10: model_2d.keras is validated: a 16-D model in its place is one line."""
+    shutil.copyfile(run_copy / "model.keras", run_copy / "model_2d.keras")
+    assert_usage_error(kvae("figures", run_copy), "model_2d.keras", "latent_dim")

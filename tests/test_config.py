@@ -142,3 +142,23 @@ def test_command_line_modules_import_no_keras():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("lang", "verbose", "words"),
+    [
+        ("fr", 1, "lang must be one of ('en', 'ko'), got 'fr'"),
+        (None, 1, "got None"),
+        ("en", "loud", "verbose must be one of (0, 1, 2), got 'loud'"),
+        ("en", True, "got True"),
+        ("en", 3, "got 3"),
+    ],
+)
+def test_run_options_are_refused_by_name(lang, verbose, words):
+    """Issue 24, items 9-10: lang and verbose are checked before a run trains."""
+    from kvae.config import require_run_options
+
+    with pytest.raises(ConfigError) as raised:
+        require_run_options(lang, verbose)
+    assert words in str(raised.value)
+    require_run_options("ko", 0)  # the accepted values pass

@@ -83,3 +83,17 @@ def test_data_imports_no_keras():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+def test_a_bundle_with_fewer_digits_is_refused(tmp_path, monkeypatch):
+    """Issue 24, item 9: a damaged bundle holding 100 training digits used to train on 100."""
+    from kvae import data
+
+    with np.load(data.ASSET_CANDIDATES[0]) as arrays:
+        damaged = {name: arrays[name] for name in arrays.files}
+    damaged["x_train"], damaged["y_train"] = damaged["x_train"][:100], damaged["y_train"][:100]
+    np.savez(tmp_path / "mnist_subset.npz", **damaged)
+    monkeypatch.setattr(data, "ASSET_CANDIDATES", (tmp_path / "mnist_subset.npz",))
+    with pytest.raises(data.MnistUnavailableError, match=r"8000 images .* got images \(100, 28"):
+        data.load_mnist("train")
+    assert data.load_mnist("test")[0].shape == (2000, 28, 28, 1)  # the intact split still loads

@@ -135,3 +135,20 @@ def test_bad_labels_are_refused(mnist_test):
         judge.accuracy(x, y.astype(np.float32))
     with pytest.raises(ValueError, match=r"digits 0..9"):
         judge.accuracy(x, y + 10)
+
+
+@pytest.mark.parametrize(
+    ("p", "words"),
+    [
+        (np.full((4, 10), np.nan), "40 NaN or infinite"),
+        (-np.eye(10), "values >= 0"),
+        (np.zeros((0, 10)), "N >= 1"),
+        (np.ones((3, 10)), "row sums in [10, 10]"),  # scores, not probabilities
+        (np.full((3, 9), 1 / 9), "got (3, 9)"),
+    ],
+)
+def test_score_proba_refuses_what_is_not_probabilities(p, words):
+    """Issue 24, item 9: NaN, negative or empty input used to give a nan score silently."""
+    with pytest.raises(ValueError) as raised:
+        judge.score_proba(p)
+    assert words in str(raised.value)
