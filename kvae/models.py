@@ -456,14 +456,13 @@ def _batches_per_epoch(x, batch_size, validation_split):
     return None
 
 
-# What each backend allows of a saved compile config, and says once when it adapts it.
 def _portable(config):
     """A compile config whose optimizer any backend can build.
 
     PyTorch saves its own optimizer classes (module
     ``keras.src.backend.torch.optimizers``), which would run torch operations
-    on another backend's tensors; their public class under ``keras.optimizers``
-    builds each backend's own.
+    on another backend's tensors; the same class named from ``keras.optimizers``
+    builds the loading backend's own.
     """
     optimizer = config.get("optimizer")
     if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend"):
