@@ -1,10 +1,14 @@
-"""KL annealing as Keras callbacks: schedules for ``VAE.beta``.
+"""Keras callbacks for VAEs: KL schedules for ``VAE.beta``, and the NaN stop.
 
 Early in training the KL term can win before the decoder has learnt anything,
 and the posterior collapses onto the prior. Annealing starts ``beta`` small and
-raises it. Both callbacks set ``model.beta`` at the start of each batch call
-(with ``steps_per_execution=k``, once per group of ``k`` batches); the model
-reads it from the next step on, on every backend (``kvae.VAE.beta``).
+raises it. Both schedules set ``model.beta`` at the start of each batch call
+(with ``steps_per_execution=k``, once per group of ``k`` batches) from the
+optimizer's own step count, so they follow the steps that ran; the model reads
+it from the next step on, on every backend (``kvae.VAE.beta``).
+
+``StopOnNaN`` is the callback ``VAE.fit`` adds itself; ``FirstNonFiniteBatch``
+is the internal state it reads (never logged).
 
 Example:
 
@@ -15,6 +19,10 @@ import math
 import numbers
 
 import keras
+from keras import ops
+
+# A beta this large multiplies the KL's gradient enough to need a smaller step.
+LARGE_BETA = 10.0
 
 
 def _count(value, name):
@@ -35,22 +43,21 @@ def _weight(value, name):
 
 
 class _BetaSchedule(keras.callbacks.Callback):
-    """Sets ``model.beta = self.beta_at(step)`` before each call of the train step."""
+    """Sets ``model.beta = self.beta_at(step)`` before each call of the train step.
 
-    def __init__(self):
-        super().__init__()
-        self.step = 0  # batches seen, over all epochs (and fits)
+    ``step`` is the optimizer's ``iterations``: the optimizer steps taken so
+    far, over all epochs and fits (and restored with a checkpoint). Counting
+    Keras's batch indices instead would count batches that did not run: with
+    ``steps_per_execution=k``, Keras reports a short last call of an epoch as
+    ``k`` batches.
+    """
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.beta = self.beta_at(self.step)
+        self.model.beta = self.beta_at(self.optimizer_steps())
 
-    def on_train_batch_end(self, batch, logs=None):
-        # ``batch`` is the last batch of the call: with steps_per_execution=k, k steps ran.
-        self.step += batch - getattr(self, "_last_batch", -1)
-        self._last_batch = batch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._last_batch = -1
+    def optimizer_steps(self):
+        getattr(self.model, "jax_state_sync", lambda: None)()  # JAX mid-fit: the live count
+        return int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def beta_at(self, step):
         raise NotImplementedError
@@ -59,10 +66,10 @@ class _BetaSchedule(keras.callbacks.Callback):
 class KLWarmup(_BetaSchedule):
     """Linear KL warm-up (Bowman et al. 2016): ``beta`` from 0 to ``beta_max``.
 
-    ``beta = beta_max * min(1, step / steps)``, ``step`` counting batches.
+    ``beta = beta_max * min(1, step / steps)``, ``step`` counting optimizer steps.
 
     Args:
-        steps: batches over which ``beta`` rises; a positive integer.
+        steps: optimizer steps (batches) over which ``beta`` rises; a positive integer.
         beta_max: the final ``beta`` (1 for the ELBO).
     """
 
@@ -78,11 +85,11 @@ class KLWarmup(_BetaSchedule):
 class CyclicalBeta(_BetaSchedule):
     """Cyclical annealing (Fu et al. 2019): repeat a linear rise, then hold.
 
-    Each cycle of ``period`` batches raises ``beta`` linearly from 0 to
+    Each cycle of ``period`` optimizer steps raises ``beta`` linearly from 0 to
     ``beta_max`` during its first ``ratio`` fraction, then holds ``beta_max``.
 
     Args:
-        period: batches per cycle; a positive integer.
+        period: optimizer steps per cycle; a positive integer.
         ratio: fraction of a cycle spent rising, in (0, 1] (Fu et al. use 0.5).
         beta_max: ``beta`` at the top of each cycle.
     """
@@ -98,3 +105,78 @@ class CyclicalBeta(_BetaSchedule):
     def beta_at(self, step):
         phase = (step % self.period) / self.period
         return self.beta_max * min(1.0, phase / self.ratio)
+
+
+class FirstNonFiniteBatch(keras.metrics.Metric):
+    """The index, within the epoch, of the first batch whose loss was not finite (-1: none).
+
+    With ``steps_per_execution > 1`` several batches run in one compiled call and
+    only running means come back, which cannot say which batch went wrong; this
+    state, updated inside the step, can. ``StopOnNaN`` reads it. The model keeps
+    it beside its metrics, not among them: it never shows in ``metrics_names``,
+    ``get_metrics_result()``, ``evaluate()``'s list or the logs.
+    """
+
+    def __init__(self, name="first_nonfinite_batch", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.batches = self.add_variable(shape=(), initializer="zeros", name="batches")
+        self.first = self.add_variable(
+            shape=(), initializer=keras.initializers.Constant(-1.0), name="first"
+        )
+
+    def update_state(self, loss_per_example, sample_weight=None):
+        # sample_weight is ignored: padding rows repeat real ones (backends/tensorflow.py).
+        went_bad = ops.logical_not(ops.all(ops.isfinite(loss_per_example)))
+        batches, first = ops.convert_to_tensor(self.batches), ops.convert_to_tensor(self.first)
+        is_first = ops.logical_and(went_bad, ops.less(first, 0.0))
+        self.first.assign(ops.where(is_first, batches, first))
+        self.batches.assign(batches + 1.0)
+
+    def result(self):
+        return ops.convert_to_tensor(self.first)
+
+    def reset_state(self):  # Metric's own reset would set ``first`` to 0, a real batch
+        self.batches.assign(0.0)
+        self.first.assign(-1.0)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first call whose loss is not finite, saying why.
+
+    The message names the first bad batch of the epoch (exact even when
+    ``steps_per_execution`` fuses batches: the model's ``FirstNonFiniteBatch``
+    records it inside the step) and which term (``reconstruction_loss``,
+    ``kl_loss``) went non-finite; its advice follows the likely cause.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        if "loss" not in logs or math.isfinite(float(logs["loss"])):
+            return
+        getattr(self.model, "jax_state_sync", lambda: None)()  # JAX: read the live values
+        where = f"batch {self._first_bad_batch(batch)}"
+        bad = [k for k, v in logs.items() if not math.isfinite(float(v)) and k != "loss"]
+        terms = ", ".join(f"{k}={float(v):g}" for k, v in logs.items())
+        raise FloatingPointError(
+            f"training stopped: the loss is not finite at {where}: "
+            f"{' and '.join(bad) or 'loss'} went non-finite ({terms}). {self._advice(bad)}"
+        )
+
+    def _first_bad_batch(self, batch):
+        tracker = getattr(self.model, "nonfinite", None)
+        first = int(ops.convert_to_numpy(tracker.first)) if tracker is not None else -1
+        return first if first >= 0 else batch
+
+    def _advice(self, bad):
+        model = self.model
+        rate = float(ops.convert_to_numpy(model.optimizer.learning_rate))
+        beta = getattr(model, "beta", 0.0)
+        if beta >= LARGE_BETA:
+            return (
+                f"beta={beta:g} multiplies the KL term's gradient: lower the learning rate "
+                f"(now {rate:g}) by about that factor, or raise beta gradually "
+                "(kvae.callbacks.KLWarmup)."
+            )
+        if bad == ["kl_loss"]:
+            return f"z_log_var grew until exp() overflowed: lower the learning rate (now {rate:g})."
+        return f"Lower the learning rate (now {rate:g}), or check the inputs for extreme values."

@@ -4,14 +4,17 @@
 come from the backend's mixin in ``kvae.backends`` and only differentiate it.
 """
 
+import contextlib
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
 from kvae import elbo
+from kvae.callbacks import FirstNonFiniteBatch, StopOnNaN  # noqa: F401  (kvae.models.StopOnNaN)
 from kvae.data import IMAGE_SHAPE, check_images, checked_data
 from kvae.layers import Sampling
 
@@ -31,8 +34,14 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # reading metrics back) then happens once per group, which makes fit markedly
 # faster on CPU (benchmarks/README.md). Keras's PyTorch trainer allows only 1.
 STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
-# A beta this large multiplies the KL's gradient enough to need a smaller step.
-LARGE_BETA = 10.0
+# VAE.sample returns its images as one float32 array: 10**9 MNIST-sized images
+# would take 3.1 TB and the kernel kills the process on the way. One call
+# returns at most this many bytes (1 GiB: 342,392 images of 28x28x1); ask for
+# more in several calls.
+MAX_SAMPLE_BYTES = 2**30
+# Latent codes decoded per call of the decoder: the decoder's activations then
+# take memory in proportion to this, not to n.
+DECODE_BATCH = 1024
 
 
 def _finite_number(value, name, minimum=0.0):
@@ -47,81 +56,14 @@ def _finite_number(value, name, minimum=0.0):
     return float(value)
 
 
-class FirstNonFiniteBatch(keras.metrics.Metric):
-    """The index, within the epoch, of the first batch whose loss was not finite (-1: none).
-
-    With ``steps_per_execution > 1`` several batches run in one compiled call and
-    only running means come back, which cannot say which batch went wrong; this
-    state, updated inside the step, can. ``StopOnNaN`` reads it; it is not logged.
-    """
-
-    def __init__(self, name="first_nonfinite_batch", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.batches = self.add_variable(shape=(), initializer="zeros", name="batches")
-        self.first = self.add_variable(
-            shape=(), initializer=keras.initializers.Constant(-1.0), name="first"
-        )
-
-    def update_state(self, loss_per_example, sample_weight=None):
-        # sample_weight is ignored: padding rows repeat real ones (backends/tensorflow.py).
-        went_bad = ops.logical_not(ops.all(ops.isfinite(loss_per_example)))
-        batches, first = ops.convert_to_tensor(self.batches), ops.convert_to_tensor(self.first)
-        is_first = ops.logical_and(went_bad, ops.less(first, 0.0))
-        self.first.assign(ops.where(is_first, batches, first))
-        self.batches.assign(batches + 1.0)
-
-    def result(self):
-        return ops.convert_to_tensor(self.first)
-
-    def reset_state(self):  # Metric's own reset would set ``first`` to 0, a real batch
-        self.batches.assign(0.0)
-        self.first.assign(-1.0)
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stop training at the first call whose loss is not finite, saying why.
-
-    The message names the first bad batch of the epoch (exact even when
-    ``steps_per_execution`` fuses batches: the model's ``FirstNonFiniteBatch``
-    records it inside the step) and which term (``reconstruction_loss``,
-    ``kl_loss``) went non-finite; its advice follows the likely cause.
-    """
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        if "loss" not in logs or math.isfinite(float(logs["loss"])):
-            return
-        getattr(self.model, "jax_state_sync", lambda: None)()  # JAX: read the live values
-        where = f"batch {self._first_bad_batch(batch)}"
-        bad = [k for k, v in logs.items() if not math.isfinite(float(v)) and k != "loss"]
-        terms = ", ".join(f"{k}={float(v):g}" for k, v in logs.items())
-        raise FloatingPointError(
-            f"training stopped: the loss is not finite at {where}: "
-            f"{' and '.join(bad) or 'loss'} went non-finite ({terms}). {self._advice(bad)}"
-        )
-
-    def _first_bad_batch(self, batch):
-        tracker = getattr(self.model, "nonfinite", None)
-        first = int(ops.convert_to_numpy(tracker.first)) if tracker is not None else -1
-        return first if first >= 0 else batch
-
-    def _advice(self, bad):
-        model = self.model
-        rate = float(ops.convert_to_numpy(model.optimizer.learning_rate))
-        beta = getattr(model, "beta", 0.0)
-        if beta >= LARGE_BETA:
-            return (
-                f"beta={beta:g} multiplies the KL term's gradient: lower the learning rate "
-                f"(now {rate:g}) by about that factor, or raise beta gradually "
-                "(kvae.callbacks.KLWarmup)."
-            )
-        if bad == ["kl_loss"]:
-            return f"z_log_var grew until exp() overflowed: lower the learning rate (now {rate:g})."
-        return f"Lower the learning rate (now {rate:g}), or check the inputs for extreme values."
-
-
 def _static_shape(tensor):
     return tuple(None if d is None else int(d) for d in tensor.shape)
+
+
+def _concrete(image_shape):
+    """The shape with unknown sides (``Input((None, None, 1))``) set to MNIST's, every axis kept."""
+    known = (*IMAGE_SHAPE, *(1,) * max(0, len(image_shape) - len(IMAGE_SHAPE)))
+    return tuple(m if s is None else s for s, m in zip(image_shape, known, strict=False))
 
 
 def _image_shape(encoder, decoder):
@@ -145,8 +87,7 @@ def _probe(encoder, decoder):
     sides (``Input((None, None, 1))``) are probed at MNIST's 28x28.
     """
     image_shape = _image_shape(encoder, decoder)
-    pairs = zip(image_shape, IMAGE_SHAPE, strict=False)
-    concrete = tuple(s if s is not None else m for s, m in pairs)
+    concrete = _concrete(image_shape)
     outputs = encoder(np.zeros((2, *concrete), "float32"))
     if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
         shapes = (
@@ -197,7 +138,13 @@ class LatentModel(TrainStep, keras.Model):
 
     Subclasses define ``compute_terms(x, training) -> (loss, terms)``, where
     ``loss`` is the batch-mean scalar to minimise and ``terms`` maps each
-    metric name to its per-example values (B,).
+    metric name to its per-example values (B,). Each backend's step passes
+    that pair through ``with_losses``, the one place the networks'
+    regularisation losses (``self.losses``) join the objective.
+
+    A subclass may own state: weights and layers created in its ``__init__``
+    after ``super().__init__(...)`` (a learned likelihood scale, say) are
+    tracked, trained and saved like the networks'.
     """
 
     metric_names = ("loss", "reconstruction_loss")
@@ -211,21 +158,52 @@ class LatentModel(TrainStep, keras.Model):
         self.decoder = decoder
         self.likelihood = likelihood
         self.trackers = [keras.metrics.Mean(name=name) for name in self.metric_names]
-        self.nonfinite = FirstNonFiniteBatch()  # for StopOnNaN; not logged
+        self.nonfinite = FirstNonFiniteBatch()  # StopOnNaN's; beside the metrics, never logged
+        # The networks arrive built, so the model is built now: a fresh model
+        # saves at once instead of failing with "model has not yet been built".
+        # Set directly, not through build(): Keras's build() also locks the
+        # model's state, and a subclass could then add no weight of its own.
+        self.built = True
 
     def build(self, input_shape=None):
-        # The networks arrive built, so there is nothing to create. Subclasses
-        # call this at the end of __init__: a fresh model can then be saved at
-        # once instead of failing with "model has not yet been built".
-        self.built = True
+        self.built = True  # nothing to create: see __init__
 
     @property
     def metrics(self):
-        return [*self.trackers, self.nonfinite]
+        """The logged metrics: one ``Mean`` per name in ``metric_names``, in that order."""
+        return list(self.trackers)
+
+    @property
+    def metrics_variables(self):
+        # The NaN tracker's state travels with the metrics' (JAX's fit carries
+        # it in its state) without being a metric: it never reaches the logs.
+        return [*super().metrics_variables, *self.nonfinite.variables]
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        self.nonfinite.reset_state()
 
     def metric_inputs(self, terms):
-        """What each metric in ``metrics`` is updated with: its term, by name."""
+        """What each metric, and the NaN tracker, is updated with: its term, by name."""
         return {**terms, self.nonfinite.name: terms["loss"]}
+
+    def with_losses(self, loss_and_terms):
+        """``compute_terms``'s pair with the networks' regularisation losses added.
+
+        ``self.losses`` holds the weight penalties (``kernel_regularizer=``)
+        and what layers ``add_loss`` in this forward pass; Keras's own
+        trainers minimise them, and so does every kvae backend, through this
+        one function. Like Keras's ``loss``, the logged ``loss`` includes them
+        (each example carries the batch's penalty), so it is what the
+        optimizer minimises; ``reconstruction_loss`` and ``kl_loss`` do not.
+        With no regulariser (kvae's own networks) nothing changes.
+        """
+        loss, terms = loss_and_terms
+        if not self.losses:
+            return loss, terms
+        penalty = sum(ops.cast(ops.sum(value), loss.dtype) for value in self.losses)
+        terms = {**terms, "loss": terms["loss"] + ops.cast(penalty, terms["loss"].dtype)}
+        return loss + penalty, terms
 
     def encode(self, x):
         """``(z_mean, z_log_var)`` of ``q(z|x)``, each (B, latent_dim)."""
@@ -247,7 +225,7 @@ class LatentModel(TrainStep, keras.Model):
     def update_metrics(self, terms, mask=None):
         """Update every metric with its per-example term; ``mask`` weights the examples."""
         inputs = self.metric_inputs(terms)
-        for metric in self.metrics:
+        for metric in [*self.metrics, self.nonfinite]:
             metric.update_state(inputs[metric.name], sample_weight=mask)
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
@@ -259,6 +237,9 @@ class LatentModel(TrainStep, keras.Model):
         callbacks (``on_train_batch_end``, the progress bar, the NaN check)
         fire once every 16 batches, with the metrics' running means.
         ``steps_per_execution=1`` makes them fire every batch, at some speed.
+        ``fit`` runs fewer per call when an epoch is shorter, or when
+        ``steps_per_epoch`` is not a multiple of it, so that every epoch runs
+        exactly its steps (see ``fit``).
 
         ``jit_compile`` is Keras's (``"auto"``: XLA on a GPU, not on a CPU,
         under TensorFlow; JAX always compiles). With XLA on, TensorFlow's step
@@ -267,11 +248,12 @@ class LatentModel(TrainStep, keras.Model):
         again (``kvae/backends/tensorflow.py``).
 
         Raises:
-            ValueError: for ``loss``, ``loss_weights``, ``metrics`` or
-                ``weighted_metrics``: the model computes its own.
+            ValueError: for a ``loss``, ``loss_weights``, ``metrics`` or
+                ``weighted_metrics`` that asks for something (an empty list
+                asks for nothing): the model computes its own.
         """
         given = ("loss", "loss_weights", "metrics", "weighted_metrics")
-        given = [name for name in given if kwargs.get(name) is not None]
+        given = [name for name in given if _asks_for_something(kwargs.get(name))]
         if given:
             raise ValueError(
                 f"{type(self).__name__} computes its own loss and metrics "
@@ -280,29 +262,138 @@ class LatentModel(TrainStep, keras.Model):
             )
         super().compile(optimizer=optimizer, steps_per_execution=steps_per_execution, **kwargs)
 
+    def get_compile_config(self):
+        # The backend is saved too, so that another backend knows what to adapt.
+        config = super().get_compile_config()
+        return None if config is None else {**config, "backend": keras.backend.backend()}
+
     def compile_from_config(self, config):
         # Keras skips this for models that override compile(); ours only adds a
-        # default, so a loaded model is compiled (with its optimizer) as saved.
-        self.compile(**keras.saving.deserialize_keras_object(config))
+        # default, so a loaded model is compiled (with its optimizer) as saved,
+        # adapted to this backend where it allows only some settings.
+        config = keras.saving.deserialize_keras_object(_portable(config))
+        self.compile(**_adapted(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, callbacks=None, validation_data=None, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        steps_per_epoch=None,
+        **kwargs,
+    ):
         """``keras.Model.fit`` after checking the inputs, stopping on a NaN loss.
 
         The first batch of every data source (arrays, ``tf.data``, a
         ``PyDataset``, a generator, a torch ``DataLoader``), validation data
         included, is checked before training starts; a generator keeps it.
+
+        ``callbacks`` is a list, one callback or a ``keras.callbacks.CallbackList``;
+        kvae adds ``StopOnNaN``, which raises ``FloatingPointError`` naming the
+        first non-finite batch, unless a ``keras.callbacks.TerminateOnNaN`` is
+        among them: then Keras's contract holds (training stops, ``fit``
+        returns its ``History``).
+
+        Every epoch runs exactly its steps: with ``steps_per_execution=k``
+        Keras runs whole calls of ``k`` batches, so an epoch of 3 steps would
+        run 16. This fit then runs fewer batches per call: as many as the epoch
+        has when it is shorter than ``k``, and the largest divisor of
+        ``steps_per_epoch`` up to ``k`` when that is given.
+
+        Raises:
+            ValueError: before ``compile``; for sample or class weights; for
+                images a VAE cannot learn from (``kvae.data.check_images``).
         """
+        if not self.compiled:
+            raise ValueError(
+                "You must call `compile()` before using the model: "
+                f"{type(self).__name__}.compile(optimizer=...) first, then fit()."
+            )
         _refuse_weights(kwargs)
         x = self._checked(x)
         validation_data = self._checked(validation_data, "validation_data")
-        callbacks = [*(callbacks or []), StopOnNaN()]
-        return super().fit(x, y, callbacks=callbacks, validation_data=validation_data, **kwargs)
+        callbacks = _with_nan_stop(callbacks, self)
+        if not self.trainable_variables:
+            warnings.warn(
+                "The model does not have any trainable weights: fit() updates nothing "
+                "(set trainable=True on the networks to train them).",
+                stacklevel=2,
+            )
+        grouping = self._grouping(x, batch_size, validation_split, steps_per_epoch)
+        with self._steps_per_call(grouping):
+            return super().fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=epochs,
+                verbose=verbose,
+                callbacks=callbacks,
+                validation_split=validation_split,
+                validation_data=validation_data,
+                steps_per_epoch=steps_per_epoch,
+                **kwargs,
+            )
+
+    def _grouping(self, x, batch_size, validation_split, steps_per_epoch):
+        """Batches per call for this fit: ``steps_per_execution``, cut to fit the epoch."""
+        grouping = self.steps_per_execution
+        if steps_per_epoch is not None:
+            steps = int(steps_per_epoch)
+            return max(d for d in range(1, min(grouping, steps) + 1) if steps % d == 0)
+        steps = _batches_per_epoch(x, batch_size, validation_split)
+        return steps if steps is not None and steps < grouping else grouping
+
+    @contextlib.contextmanager
+    def _steps_per_call(self, grouping):
+        """Run with ``grouping`` batches per call, then restore the compiled setting."""
+        compiled = self.steps_per_execution
+        if grouping != compiled:
+            self._set_steps_per_execution(grouping)
+        try:
+            yield
+        finally:
+            if grouping != compiled:
+                self._set_steps_per_execution(compiled)
+
+    def _set_steps_per_execution(self, grouping):
+        self.steps_per_execution = grouping
+        # Keras's compiled loops read it when they are traced: trace them again.
+        self.train_function = self.test_function = None
 
     def evaluate(self, x=None, y=None, **kwargs):
         _refuse_weights(kwargs)
         return super().evaluate(self._checked(x), y, **kwargs)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, **kwargs):
+        """``keras.Model.train_on_batch`` after the same checks as ``fit``."""
+        _refuse_weights({"sample_weight": sample_weight, "class_weight": class_weight})
+        return super().train_on_batch(self._checked(x), y, **kwargs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        """``keras.Model.test_on_batch`` after the same checks as ``evaluate``."""
+        _refuse_weights({"sample_weight": sample_weight})
+        return super().test_on_batch(self._checked(x), y, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kw):
+        """``keras.Model.export``, serving ``call``: images -> reconstructions.
+
+        The input signature defaults to the model's images, (None, *image_shape)
+        float32, so no call is needed first. To serve the codes instead, export
+        the encoder: ``vae.encoder.export(path)`` (images -> [z_mean, z_log_var]).
+        """
+        if input_signature is None:
+            shape = (None, *self.image_shape)
+            input_signature = [keras.InputSpec(shape=shape, dtype=keras.config.floatx())]
+        return super().export(
+            filepath, format=format, verbose=verbose, input_signature=input_signature, **kw
+        )
 
     def _checked(self, data, name="x"):
         return checked_data(
@@ -325,7 +416,85 @@ class LatentModel(TrainStep, keras.Model):
         return cls(**config)
 
 
+def _asks_for_something(value):
+    """A compile argument that asks for a loss or metric: not None, not an empty collection."""
+    return value is not None and not (isinstance(value, (list, tuple, dict)) and not value)
+
+
+def _with_nan_stop(callbacks, model):
+    """The user's callbacks (a list, one callback, a ``CallbackList``) and ``StopOnNaN``.
+
+    A ``keras.callbacks.TerminateOnNaN`` among them takes over: training stops
+    and ``fit`` returns, as Keras promises, instead of raising.
+    """
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        given = list(callbacks.callbacks)
+    elif isinstance(callbacks, keras.callbacks.Callback):
+        given = [callbacks]
+    else:
+        given = list(callbacks or [])
+    if not any(isinstance(c, (StopOnNaN, keras.callbacks.TerminateOnNaN)) for c in given):
+        given.append(StopOnNaN())
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        # Keras uses a CallbackList as given (no History or progress bar added).
+        return keras.callbacks.CallbackList(given, model=model)
+    return given
+
+
+def _batches_per_epoch(x, batch_size, validation_split):
+    """Training batches per epoch of ``x``, when it can be known before fit; else None."""
+    images = x[0] if isinstance(x, (tuple, list)) and x else x
+    if hasattr(images, "shape") and hasattr(images, "dtype"):  # arrays: Keras's own split
+        examples = int(math.floor(images.shape[0] * (1.0 - validation_split)))
+        return max(1, math.ceil(examples / (batch_size or 32)))
+    cardinality = getattr(x, "cardinality", None)  # tf.data: negative when unknown or infinite
+    if callable(cardinality):
+        count = int(cardinality())
+        return count if count > 0 else None
+    if hasattr(x, "__len__") and not isinstance(x, (tuple, list)):  # PyDataset, DataLoader
+        return len(x) or None
+    return None
+
+
+def _portable(config):
+    """A compile config whose optimizer any backend can build.
+
+    PyTorch saves its own optimizer classes (module
+    ``keras.src.backend.torch.optimizers``), which would run torch operations
+    on another backend's tensors; the same class named from ``keras.optimizers``
+    builds the loading backend's own.
+    """
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend"):
+        optimizer = {**optimizer, "module": "keras.optimizers", "registered_name": None}
+        config = {**config, "optimizer": optimizer}
+    return config
+
+
+def _adapted(config):
+    """The saved compile settings, adapted to this backend (with one warning saying how)."""
+    config = dict(config)
+    saved_on = config.pop("backend", None)
+    backend = keras.backend.backend()
+    changes = {}
+    if backend == "torch" and config.get("steps_per_execution", 1) != 1:
+        changes["steps_per_execution"] = 1  # Keras's PyTorch trainer runs one step per call
+    jit_compile = config.get("jit_compile", "auto")
+    elsewhere = saved_on is not None and saved_on != backend
+    # "auto" resolved there (JAX: True) means another thing here (PyTorch: torch.compile).
+    if jit_compile != "auto" and (elsewhere or (saved_on is None and backend == "torch")):
+        changes["jit_compile"] = "auto"
+    if changes:
+        was = ", ".join(f"{name}={config[name]!r} -> {value!r}" for name, value in changes.items())
+        warnings.warn(
+            f"a model saved under {saved_on or 'another backend'} is compiled for {backend}: {was}",
+            stacklevel=3,
+        )
+    return {**config, **changes}
+
+
 def _refuse_weights(kwargs):
+
     given = [k for k in ("sample_weight", "class_weight") if kwargs.get(k) is not None]
     if given:
         raise ValueError(
@@ -343,7 +512,10 @@ class VAE(LatentModel):
     closed-form KL for term 2 (``kvae.elbo``). Metrics, in nats per example:
     ``loss``, ``reconstruction_loss`` (``-log p(x|z)`` summed over pixels) and
     ``kl_loss`` (``KL(q(z|x) || N(0, I))`` summed over latent dimensions,
-    always the true KL, also with ``free_bits``).
+    always the true KL, also with ``free_bits``). Regularisation losses of the
+    networks (``kernel_regularizer=``, ``add_loss``) are trained and, as in
+    Keras, included in ``loss`` (``LatentModel.with_losses``); without them
+    ``loss == reconstruction_loss + beta * kl_loss``.
 
     ``beta`` is state: ``vae.beta = 4.0`` (from a callback, between fits)
     takes effect at the next step, in training and validation, on every
@@ -405,7 +577,6 @@ class VAE(LatentModel):
         )
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
-        self.build()
 
     @property
     def beta(self):
@@ -438,7 +609,8 @@ class VAE(LatentModel):
         if self.free_bits > 0:  # a batch statistic, the same for every example
             floored = ops.maximum(ops.mean(kl_per_dim, axis=0), self.free_bits)
             penalised = ops.ones_like(kl) * ops.sum(floored)
-        per_example = reconstruction + self.beta_variable.value * penalised
+        beta = ops.cast(self.beta_variable.value, penalised.dtype)  # float32 state; floatx terms
+        per_example = reconstruction + beta * penalised
         terms = {"loss": per_example, "reconstruction_loss": reconstruction, "kl_loss": kl}
         return ops.mean(per_example), terms
 
@@ -464,11 +636,19 @@ class VAE(LatentModel):
             float32 NumPy array (n, *image_shape) in [0, 1] ({0, 1} if ``binary``).
 
         Raises:
-            ValueError: ``n`` not a positive integer, or the sampler's output
-                not of shape (n, latent_dim).
+            ValueError: ``n`` not a positive integer, more images than fit in
+                ``MAX_SAMPLE_BYTES`` (1 GiB) per call, or the sampler's
+                output not of shape (n, latent_dim).
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        image_bytes = 4 * math.prod(_concrete(self.image_shape))  # float32
+        if n * image_bytes > MAX_SAMPLE_BYTES:
+            raise ValueError(
+                f"n={n:,} images of shape {_concrete(self.image_shape)} would take "
+                f"{n * image_bytes / 1e9:,.1f} GB; one call returns at most "
+                f"{MAX_SAMPLE_BYTES // image_bytes:,} (1 GiB): draw them in several calls"
+            )
         rng = np.random.default_rng(seed)
         if sampler is None:
             z = rng.standard_normal((int(n), self.latent_dim))
@@ -479,7 +659,13 @@ class VAE(LatentModel):
                     f"expected sampler.sample_latents({n}) to return shape "
                     f"({n}, {self.latent_dim}), got {z.shape}"
                 )
-        means = np.asarray(ops.convert_to_numpy(self.decode(z.astype("float32"))), "float32")
+        z = z.astype("float32")
+        means = np.concatenate(
+            [
+                np.asarray(ops.convert_to_numpy(self.decode(z[start : start + DECODE_BATCH])))
+                for start in range(0, len(z), DECODE_BATCH)
+            ]
+        ).astype("float32")
         if binary:
             return (rng.random(means.shape) < means).astype("float32")
         return means
@@ -508,7 +694,6 @@ class AE(LatentModel):
     def __init__(self, encoder, decoder, **kwargs):
         super().__init__(encoder, decoder, **kwargs)
         self._unreached = frozenset(id(v) for v in _unreached_by_z_mean(encoder))
-        self.build()
 
     @property
     def trainable_weights(self):

@@ -27,6 +27,16 @@ def _check(latent_dim, kind, hidden):
     return int(latent_dim), tuple(int(w) for w in hidden)
 
 
+def _check_image_shape(kind, shape, name):
+    """``kind="conv"`` convolves over height and width: it needs (height, width, channels)."""
+    shape = tuple(shape)
+    if kind == "conv" and len(shape) != 3:
+        raise ValueError(
+            f"kind='conv' takes images of shape (height, width, channels), got {name}={shape}; "
+            "use kind='mlp' for flat vectors, volumes or other shapes (it flattens them)"
+        )
+
+
 def build_encoder(latent_dim=2, kind="mlp", hidden=(512,), input_shape=IMAGE_SHAPE):
     """Build ``q(z|x)``'s network: images to the pair ``(z_mean, z_log_var)``.
 
@@ -52,9 +62,11 @@ def build_encoder(latent_dim=2, kind="mlp", hidden=(512,), input_shape=IMAGE_SHA
         each (B, latent_dim).
 
     Raises:
-        ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
+        ValueError: for ``latent_dim < 1``, an unknown ``kind``, bad ``hidden``,
+            or ``kind="conv"`` with an ``input_shape`` that is not (height, width, channels).
     """
     latent_dim, hidden = _check(latent_dim, kind, tuple(hidden))
+    _check_image_shape(kind, input_shape, "input_shape")
     images = keras.Input(shape=input_shape, name="images")
     h = images
     if kind == "conv":
@@ -88,9 +100,12 @@ def build_decoder(latent_dim=2, kind="mlp", hidden=(512,), output_shape=IMAGE_SH
         (B, *output_shape) logits.
 
     Raises:
-        ValueError: for ``latent_dim < 1``, an unknown ``kind`` or bad ``hidden``.
+        ValueError: for ``latent_dim < 1``, an unknown ``kind``, bad ``hidden``,
+            or ``kind="conv"`` with an ``output_shape`` that is not (height, width,
+            channels) with sides divisible by 4.
     """
     latent_dim, hidden = _check(latent_dim, kind, tuple(hidden))
+    _check_image_shape(kind, output_shape, "output_shape")
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for width in reversed(hidden):

@@ -20,6 +20,10 @@ decodes them; by hand, ``vae.decode(sampler.sample_latents(n))``.
 import numpy as np
 
 ENCODE_BATCH = 500
+# sample_latents holds a few float64 (n, latent_dim) arrays at once (noise,
+# offsets, codes); past this many bytes of each, a call would exhaust a laptop's
+# memory instead of answering, so it is refused: draw in several calls.
+MAX_DRAW_BYTES = 2**30
 
 
 class LatentSampler:
@@ -57,6 +61,7 @@ class LatentSampler:
         z_mean, z_log_var = self.vae.encoder.predict(
             np.asarray(x, dtype=np.float32), batch_size=ENCODE_BATCH, verbose=0
         )
+        self.latent_dim = int(np.shape(z_mean)[1])
         self._fit_codes(np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64))
         self._rng = np.random.default_rng(self.seed)
         return self
@@ -74,7 +79,8 @@ class LatentSampler:
 
         Raises:
             RuntimeError: before ``fit``.
-            ValueError: ``n`` not a positive int.
+            ValueError: ``n`` not a positive int, or more codes than fit in
+                ``MAX_DRAW_BYTES`` (1 GiB) per array.
         """
         if not self.fitted:
             raise RuntimeError(
@@ -83,6 +89,13 @@ class LatentSampler:
             )
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        code_bytes = 8 * self.latent_dim  # float64 while drawing
+        if n * code_bytes > MAX_DRAW_BYTES:
+            raise ValueError(
+                f"n={n:,} codes of {self.latent_dim} dimensions would take "
+                f"{n * code_bytes / 1e9:,.1f} GB per array; one call draws at most "
+                f"{MAX_DRAW_BYTES // code_bytes:,} (1 GiB): draw them in several calls"
+            )
         rng = self._rng if seed is None else np.random.default_rng(seed)
         return self._draw(int(n), rng).astype(np.float32)
 
@@ -148,7 +161,10 @@ class GaussianMixtureSampler(LatentSampler):
         # seed and returns the draws sorted by component.
         component = rng.choice(self.n_components, size=n, p=self.mixture.weights_)
         eps = rng.standard_normal((n, self.mixture.means_.shape[1]))
-        offsets = np.einsum("nij,nj->ni", self._cholesky[component], eps)  # L eps ~ N(0, LL^T)
+        offsets = np.empty_like(eps)
+        for k, cholesky in enumerate(self._cholesky):  # one component at a time: memory (n, d)
+            mine = component == k
+            offsets[mine] = eps[mine] @ cholesky.T  # L eps ~ N(0, LL^T)
         return self.mixture.means_[component] + offsets
 
 

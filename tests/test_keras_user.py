@@ -6,6 +6,7 @@ Small MLPs (hidden=(64,)) on a few hundred real digits keep each test short.
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -717,3 +718,355 @@ def test_an_unsupported_backend_is_one_clear_line():
     assert result.stderr.strip().splitlines()[-1] == (
         "RuntimeError: kvae runs on tensorflow, jax or torch; Keras is on 'numpy'"
     )
+
+
+# Keras's conventions, round two: what a Keras user tries in their first hour ------------
+# Where plain Keras behaves the same way, the test runs a plain keras.Model beside kvae.
+
+
+def plain_model(trainable=True, learning_rate=0.0, **dense_kwargs):
+    """A plain Keras regression model, compiled, for side-by-side comparisons."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, **dense_kwargs)(inputs))
+    model.trainable = trainable
+    optimizer = keras.optimizers.SGD(learning_rate)
+    model.compile(optimizer=optimizer, loss="mse", steps_per_execution=1)
+    return model
+
+
+PLAIN_X, PLAIN_Y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+
+
+def regularised_encoder(l2=0.0, activity=0.0):
+    """An MLP encoder: Dense kernels with L2(l2); z_mean adds activity * mean(z^2)."""
+    keras.utils.set_random_seed(0)
+    penalty = {"kernel_regularizer": keras.regularizers.L2(l2)} if l2 else {}
+    images = keras.Input((28, 28, 1))
+    h = dense(64, activation="relu", **penalty)(keras.layers.Flatten()(images))
+    z_mean = dense(2, name="z_mean", **penalty)(h)
+    if activity:
+        z_mean = ActivityPenalty(activity)(z_mean)
+    return keras.Model(images, [z_mean, dense(2, name="z_log_var", **penalty)(h)])
+
+
+class ActivityPenalty(keras.layers.Layer):
+    """Identity that adds ``weight * mean(z^2)`` with ``add_loss``."""
+
+    def __init__(self, weight, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = weight
+
+    def call(self, z):
+        self.add_loss(self.weight * keras.ops.mean(z**2))
+        return z
+
+
+@pytest.mark.parametrize("kind", ["kernel_regularizer", "add_loss"])
+def test_regularisation_losses_are_in_the_trained_loss(digits, kind):
+    x = digits[:64]
+    l2, activity = (10.0, 0.0) if kind == "kernel_regularizer" else (0.0, 1e3)
+    encoder = regularised_encoder(l2=l2, activity=activity)
+    vae = kvae.VAE(encoder, kvae.build_decoder(2, hidden=(64,)), seed=0)
+    vae.compile(optimizer=keras.optimizers.SGD(0.0), steps_per_execution=1)  # weights stay put
+    logs = vae.fit(x, batch_size=64, epochs=1, verbose=0).history
+    kernels = [to_numpy(w)[0] for w in encoder.trainable_weights if w.path.endswith("kernel")]
+    z_mean = to_numpy(vae.encode(x)[0])[0]
+    expected = l2 * sum(np.sum(k**2) for k in kernels) + activity * np.mean(z_mean**2)
+    penalty = logs["loss"][0] - logs["reconstruction_loss"][0] - logs["kl_loss"][0]
+    np.testing.assert_allclose(penalty, expected, rtol=1e-3)
+    # Plain Keras's logged loss includes its regularisation losses in the same way.
+    plain = plain_model(kernel_regularizer=keras.regularizers.L2(10.0))
+    plain_loss = plain.fit(PLAIN_X, PLAIN_Y, epochs=1, verbose=0).history["loss"][0]
+    kernel, bias = (to_numpy(w)[0] for w in plain.weights)
+    mse = np.mean((PLAIN_X @ kernel + bias) ** 2)
+    np.testing.assert_allclose(plain_loss, mse + 10.0 * np.sum(kernel**2), rtol=1e-4)
+
+
+def test_a_weight_penalty_shrinks_the_weights_it_is_on(digits):
+    norms = []
+    for l2 in (0.0, 10.0):
+        encoder = regularised_encoder(l2=l2)
+        vae = kvae.VAE(encoder, kvae.build_decoder(2, hidden=(64,)), seed=0)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+        vae.fit(digits, epochs=2, batch_size=BATCH, verbose=0)
+        norms.append(np.linalg.norm(to_numpy(encoder.layers[2].kernel)[0]))
+    assert norms[1] < 0.5 * norms[0], norms
+
+
+TARGET, STRENGTH = 5.0, 100.0  # a subclass's own penalty pulls a bias towards TARGET
+
+
+class PenalisedVAE(kvae.VAE):
+    """A VAE whose compute_terms adds its own term to the scalar loss only."""
+
+    def compute_terms(self, x, training=False):
+        loss, terms = super().compute_terms(x, training=training)
+        bias = self.encoder.get_layer("z_mean").bias[0]
+        return loss + STRENGTH * (bias - TARGET) ** 2, terms
+
+
+@pytest.mark.parametrize("jit_compile", JIT)
+def test_a_subclass_s_own_loss_is_trained_with_and_without_xla(digits, jit_compile):
+    """One SGD step: the penalty's gradient, 2 * STRENGTH * (0 - TARGET), moves the bias."""
+    biases = []
+    for model in (PenalisedVAE, kvae.VAE):  # the same weights and noise; only the penalty differs
+        keras.utils.set_random_seed(0)
+        encoder, decoder = kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,))
+        vae = model(encoder, decoder, seed=0)
+        vae.compile(optimizer=keras.optimizers.SGD(1e-3), jit_compile=jit_compile)
+        assert to_numpy(encoder.get_layer("z_mean").bias)[0][0] == 0.0
+        vae.fit(digits[:BATCH], epochs=1, batch_size=BATCH, verbose=0)
+        biases.append(to_numpy(encoder.get_layer("z_mean").bias)[0][0])
+    np.testing.assert_allclose(biases[0] - biases[1], 1e-3 * 2 * STRENGTH * TARGET, rtol=1e-3)
+
+
+@keras.saving.register_keras_serializable(package="kvae_tests")
+class LearnedScaleVAE(kvae.VAE):
+    """A Gaussian likelihood whose scale is a weight of the model (its own state)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, likelihood="gaussian", **kwargs)
+        self.log_scale = self.add_weight(shape=(), initializer="zeros", name="log_scale")
+
+    def reconstruction(self, x, z, training):
+        mean = keras.ops.sigmoid(self.decoder(z, training=training))
+        per_pixel = 0.5 * ((x - mean) / keras.ops.exp(self.log_scale)) ** 2 + self.log_scale
+        return keras.ops.sum(keras.ops.reshape(per_pixel, (keras.ops.shape(x)[0], -1)), axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["likelihood"]
+        return config
+
+
+def test_a_subclass_can_own_a_trained_and_saved_variable(tmp_path, digits):
+    keras.utils.set_random_seed(0)
+    encoder, decoder = kvae.build_encoder(2, hidden=(64,)), kvae.build_decoder(2, hidden=(64,))
+    vae = LearnedScaleVAE(encoder, decoder, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+    assert any(w.path.endswith("log_scale") for w in vae.trainable_weights)
+    vae.fit(digits, epochs=2, batch_size=BATCH, verbose=0)
+    scale = float(to_numpy(vae.log_scale)[0])
+    assert scale < -0.05  # the pixels' error is far below 1: the learned scale shrinks
+    vae.save(tmp_path / "scale.keras")
+    loaded = keras.saving.load_model(tmp_path / "scale.keras")
+    assert float(to_numpy(loaded.log_scale)[0]) == pytest.approx(scale)
+
+
+class Counter(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.calls = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls += 1
+
+
+@pytest.mark.parametrize("form", ["one callback", "CallbackList"])
+def test_callbacks_may_be_one_callback_or_a_callback_list(digits, form):
+    def wrap(callback, model):
+        if form == "one callback":
+            return callback
+        return keras.callbacks.CallbackList([callback], add_history=True, model=model)
+
+    vae, counter = make_vae(steps_per_execution=1), Counter()
+    vae.fit(digits, epochs=1, batch_size=BATCH, callbacks=wrap(counter, vae), verbose=0)
+    assert counter.calls == DIGITS // BATCH
+    plain, plain_counter = plain_model(), Counter()  # plain Keras takes both forms too
+    plain.fit(PLAIN_X, PLAIN_Y, batch_size=4, callbacks=wrap(plain_counter, plain), verbose=0)
+    assert plain_counter.calls == 2
+    poison(vae)  # kvae's NaN stop still runs beside the user's callbacks
+    with pytest.raises(FloatingPointError, match="not finite at batch 0"):
+        vae.fit(digits, epochs=1, batch_size=BATCH, callbacks=wrap(Counter(), vae), verbose=0)
+
+
+def test_terminate_on_nan_stops_training_and_fit_returns_its_history(digits):
+    vae = make_vae(steps_per_execution=1)
+    poison(vae)
+    history = vae.fit(
+        digits, epochs=3, batch_size=BATCH, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0
+    )
+    assert isinstance(history, keras.callbacks.History) and vae.stop_training
+    assert len(history.history["loss"]) == 1 and not np.isfinite(history.history["loss"][0])
+    plain = plain_model()  # plain Keras: the same contract
+    plain.layers[-1].kernel.assign(np.full((4, 1), np.nan, "float32"))
+    plain_history = plain.fit(
+        PLAIN_X, PLAIN_Y, epochs=3, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0
+    )
+    assert len(plain_history.history["loss"]) == 1
+
+
+class BatchLogKeys(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.keys = sorted(logs)
+
+
+def test_the_nan_tracker_never_shows_among_the_metrics(digits, held_out):
+    vae = make_vae()
+    names = ["loss", "reconstruction_loss", "kl_loss"]
+    keys = BatchLogKeys()
+    history = vae.fit(
+        digits, batch_size=BATCH, validation_data=held_out, callbacks=[keys], verbose=0
+    ).history
+    assert keys.keys == sorted(names)
+    assert sorted(history) == sorted(names + [f"val_{n}" for n in names])
+    assert vae.metrics_names == names
+    assert list(vae.get_metrics_result()) == names
+    values = vae.evaluate(held_out, verbose=0)  # the list, in metrics_names' order
+    result = vae.get_metrics_result()  # the same evaluation, by name
+    np.testing.assert_allclose(values, [float(result[n]) for n in vae.metrics_names], rtol=1e-6)
+
+
+def test_steps_per_epoch_runs_exactly_that_many_steps(mnist_train):
+    x = mnist_train[0][:1024]  # 8 batches of 128
+    vae = make_vae()  # kvae's default grouping (16 batches per call, 1 on PyTorch)
+    vae.fit(x, epochs=2, batch_size=128, steps_per_epoch=3, verbose=0)
+    assert int(to_numpy(vae.optimizer.iterations)[0]) == 6
+    vae.fit(x, epochs=1, batch_size=32, steps_per_epoch=20, verbose=0)  # 2 calls of 10
+    assert int(to_numpy(vae.optimizer.iterations)[0]) == 26
+    if BACKEND != "torch":  # plain Keras at 16 batches per call runs whole calls: 8 per epoch
+        plain = plain_model()
+        plain.compile(optimizer="sgd", loss="mse", steps_per_execution=16)
+        data = np.ones((64, 4)), np.zeros((64, 1))
+        plain.fit(*data, batch_size=8, epochs=2, steps_per_epoch=3, verbose=0)
+        assert int(to_numpy(plain.optimizer.iterations)[0]) == 16
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="tf.data runs under TensorFlow and JAX")
+def test_steps_per_epoch_on_a_repeated_dataset(digits):
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(digits).batch(BATCH).repeat()
+    vae = make_vae()
+    vae.fit(data, epochs=2, steps_per_epoch=5, verbose=0)
+    assert int(to_numpy(vae.optimizer.iterations)[0]) == 10
+
+
+def test_the_progress_bar_counts_the_steps_an_epoch_has(digits, capsys):
+    vae = make_vae()
+    vae.fit(digits[:128], epochs=1, batch_size=BATCH, verbose=1)  # 4 batches
+    out = capsys.readouterr().out
+    assert "4/4" in out and "16/4" not in out, out[-500:]
+
+
+def test_fit_before_compile_says_compile_as_keras_does(digits):
+    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)` before") as ours:
+        vae.fit(digits[:32], verbose=0)
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    with pytest.raises(ValueError, match=r"You must call `compile\(\)` before") as theirs:
+        plain.fit(PLAIN_X, PLAIN_Y, verbose=0)
+    assert str(ours.value).startswith(str(theirs.value).rstrip("."))
+
+
+def test_a_frozen_model_trains_nothing_and_says_so(digits):
+    vae = make_vae(steps_per_execution=1)
+    vae.trainable = False
+    vae.compile(optimizer="adam", steps_per_execution=1)  # recompile after freezing, as Keras asks
+    networks = vae.encoder.weights + vae.decoder.weights
+    before = [to_numpy(w)[0] for w in networks]
+    with pytest.warns(UserWarning, match="does not have any trainable weights"):
+        history = vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    for b, w in zip(before, networks, strict=True):
+        np.testing.assert_array_equal(b, to_numpy(w)[0])
+    plain = plain_model(trainable=False, learning_rate=0.1)  # plain Keras: runs, moves nothing
+    kernel = to_numpy(plain.layers[-1].kernel)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns as kvae does, but under JAX
+        plain.fit(PLAIN_X, PLAIN_Y, verbose=0)
+    np.testing.assert_array_equal(kernel, to_numpy(plain.layers[-1].kernel)[0])
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="Keras 3.15 cannot export a plain functional model to a SavedModel under PyTorch "
+    "either (torch.export refuses its input structure)",
+)
+def test_the_model_and_its_encoder_export_without_a_call_first(tmp_path, held_out):
+    import tensorflow as tf
+
+    vae = make_vae()
+    x = held_out[:8]
+    vae.export(str(tmp_path / "vae"), verbose=False)
+    served_vae = tf.saved_model.load(str(tmp_path / "vae"))  # kept: its variables live in it
+    served = served_vae.serve(tf.constant(x))
+    np.testing.assert_allclose(
+        np.asarray(served), to_numpy(vae.predict(x, verbose=0))[0], atol=1e-5
+    )
+    vae.encoder.export(str(tmp_path / "encoder"), verbose=False)
+    served_encoder = tf.saved_model.load(str(tmp_path / "encoder"))
+    z_mean, _ = served_encoder.serve(tf.constant(x))
+    np.testing.assert_allclose(np.asarray(z_mean), to_numpy(vae.encode(x)[0])[0], atol=1e-5)
+
+
+class BetaAtEachCall(keras.callbacks.Callback):
+    """Records (optimizer steps so far, beta) at the start of each call, after the schedule."""
+
+    def on_train_begin(self, logs=None):
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = int(to_numpy(self.model.optimizer.iterations)[0])
+        self.seen.append((steps, self.model.beta))
+
+
+@pytest.mark.parametrize("grouping", GROUPINGS)
+def test_kl_schedules_follow_the_optimizer_s_steps(mnist_train, grouping):
+    vae = make_vae(steps_per_execution=grouping)
+    record = BetaAtEachCall()
+    warmup = KLWarmup(steps=1000)
+    # 300 digits in batches of 32: 10 steps per epoch; with 4 per call the last call runs 2.
+    x = mnist_train[0][:300]
+    vae.fit(x, epochs=3, batch_size=BATCH, callbacks=[warmup, record], verbose=0)
+    assert int(to_numpy(vae.optimizer.iterations)[0]) == 30
+    for steps, beta in record.seen:
+        assert beta == pytest.approx(steps / 1000), record.seen
+
+
+def test_dense_networks_take_volumes_and_the_advice_keeps_every_axis():
+    volume = (16, 16, 16, 1)
+    encoder = kvae.build_encoder(2, hidden=(8,), input_shape=volume)
+    vae = kvae.VAE(encoder, kvae.build_decoder(2, hidden=(8,), output_shape=volume))
+    assert vae.image_shape == volume
+    assert vae.sample(2, seed=0).shape == (2, *volume)
+    flat = decoder_with(dense(16 * 16 * 16))
+    with pytest.raises(ValueError, match=r"Reshape\(\(16, 16, 16, 1\)\)"):
+        kvae.VAE(kvae.build_encoder(2, hidden=(8,), input_shape=volume), flat)
+
+
+def test_compile_with_empty_metrics_asks_for_nothing_and_is_accepted(digits):
+    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
+    vae.compile(optimizer="adam", metrics=[], weighted_metrics=[])  # as plain Keras accepts
+    assert vae.metrics_names == ["loss", "reconstruction_loss", "kl_loss"]
+    with pytest.raises(ValueError, match="compile\\(\\) takes no metrics"):
+        vae.compile(optimizer="adam", metrics=["mae"])
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+def test_a_float64_model_trains(digits, float64):
+    vae = make_vae()
+    history = vae.fit(digits.astype("float64"), epochs=1, batch_size=BATCH, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert_identity(history, [1.0])
+
+
+def test_train_on_batch_checks_its_images_as_fit_does(digits):
+    vae = make_vae()
+    before = [to_numpy(w)[0] for w in vae.trainable_weights]
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*divide uint8 images by 255"):
+        vae.train_on_batch(digits[:32] * 255.0)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        vae.test_on_batch(digits[:32] * 255.0)
+    for b, w in zip(before, vae.trainable_weights, strict=True):
+        np.testing.assert_array_equal(b, to_numpy(w)[0])
+    logs = vae.train_on_batch(digits[:32], return_dict=True)
+    assert sorted(logs) == ["kl_loss", "loss", "reconstruction_loss"]
+    assert_identity(logs, 1.0)

@@ -1,5 +1,6 @@
 """AE and VAE on real bundled MNIST, under whichever backend this process runs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,52 @@ def test_ae_is_a_point_map_trained_on_reconstruction_only(mnist_train, mnist_tes
         np.testing.assert_array_equal(before, to_numpy(after)[0])
     x = mnist_test[0][:8]
     np.testing.assert_array_equal(*to_numpy(ae.predict(x, verbose=0), ae.predict(x, verbose=0)))
+
+
+TRAIN_ELSEWHERE = """
+import json, sys, warnings, numpy as np, keras, kvae
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    vae = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+z_mean = keras.ops.convert_to_numpy(vae.encode(x)[0])
+np.testing.assert_allclose(z_mean, np.load(sys.argv[3]), atol=1e-5)
+history = vae.fit(x, epochs=1, batch_size=16, verbose=0)
+assert np.isfinite(history.history["loss"][0]), history.history
+adapted = [str(w.message) for w in caught if "is compiled for" in str(w.message)]
+print(json.dumps([keras.backend.backend(), adapted]))
+"""
+
+
+@pytest.mark.parametrize("other", [b for b in ("tensorflow", "jax", "torch") if b != BACKEND])
+def test_a_saved_model_loads_and_trains_on_every_other_backend(tmp_path, mnist_train, other):
+    vae = make_vae()  # kvae's default compile settings for this backend
+    x = mnist_train[0][:64]
+    vae.fit(x, epochs=1, batch_size=16, verbose=0)
+    vae.save(tmp_path / "vae.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "z.npy", to_numpy(vae.encode(x)[0])[0])
+    paths = [str(tmp_path / name) for name in ("vae.keras", "x.npy", "z.npy")]
+    result = subprocess.run(
+        [sys.executable, "-c", TRAIN_ELSEWHERE, *paths],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    backend, messages = json.loads(result.stdout.strip().splitlines()[-1])
+    assert backend == other and len(messages) <= 1, messages  # said once, if at all
+    if other == "torch":  # 16 steps per call saved; PyTorch runs one
+        assert f"saved under {BACKEND}" in messages[0]
+        assert "steps_per_execution=16 -> 1" in messages[0]
+
+
+def test_sample_bounds_its_memory_and_decodes_in_batches():
+    vae = make_vae()
+    most = 2**30 // (28 * 28 * 4)  # float32 MNIST images in 1 GiB
+    with pytest.raises(ValueError, match=rf"n={most + 1:,} images .*at most {most:,} .*several"):
+        vae.sample(most + 1)
+    n = 2500  # three decoder calls of at most 1,024 codes
+    images = vae.sample(n, seed=0)
+    z = np.random.default_rng(0).standard_normal((n, 2)).astype("float32")
+    np.testing.assert_allclose(images, to_numpy(vae.decode(z))[0], atol=1e-6)

@@ -49,3 +49,20 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_conv_decoder_needs_sides_divisible_by_four():
     with pytest.raises(ValueError, match="divisible by 4"):
         kvae.build_decoder(kind="conv", output_shape=(30, 30, 1))
+
+
+@pytest.mark.parametrize("shape", [(20,), (16, 16, 16, 1)])
+def test_conv_networks_name_the_shapes_they_take(shape):
+    message = r"kind='conv' takes images of shape \(height, width, channels\), got {}="
+    with pytest.raises(ValueError, match=message.format("input_shape") + r".*kind='mlp'"):
+        kvae.build_encoder(2, kind="conv", input_shape=shape)
+    with pytest.raises(ValueError, match=message.format("output_shape") + r".*kind='mlp'"):
+        kvae.build_decoder(2, kind="conv", output_shape=shape)
+
+
+@pytest.mark.parametrize("shape", [(20,), (16, 16, 16, 1)])
+def test_mlp_networks_take_vectors_and_volumes(shape):
+    encoder = kvae.build_encoder(2, hidden=(8,), input_shape=shape)
+    decoder = kvae.build_decoder(2, hidden=(8,), output_shape=shape)
+    z_mean, _ = encoder(np.zeros((3, *shape), "float32"))
+    assert tuple(decoder(z_mean).shape) == (3, *shape)

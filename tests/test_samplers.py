@@ -209,3 +209,22 @@ def test_bad_arguments_are_refused(trained):
         AggregatePosteriorSampler(vae).fit(x[..., 0])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         AggregatePosteriorSampler(vae).fit(x * 255)
+
+
+@pytest.mark.parametrize("sampler", ["mixture", "aggregate"])
+def test_a_count_past_the_memory_bound_is_refused_before_drawing(request, sampler):
+    sampler = request.getfixturevalue(sampler)
+    most = 2**30 // (8 * LATENT_DIM)  # one float64 (n, 4) array within 1 GiB
+    with pytest.raises(ValueError, match=rf"n={most + 1:,} codes .*at most {most:,} .*several"):
+        sampler.sample_latents(most + 1)
+
+
+def test_mixture_draws_one_component_at_a_time_as_the_formula_says(mixture):
+    """Each code is its component's mean plus that component's Cholesky factor times eps."""
+    z = mixture.sample_latents(500, seed=3)
+    rng = np.random.default_rng(3)
+    component = rng.choice(mixture.n_components, size=500, p=mixture.mixture.weights_)
+    eps = rng.standard_normal((500, LATENT_DIM))
+    cholesky = np.linalg.cholesky(mixture.mixture.covariances_)
+    expected = mixture.mixture.means_[component] + np.einsum("nij,nj->ni", cholesky[component], eps)
+    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-6)

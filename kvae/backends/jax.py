@@ -21,8 +21,10 @@ class JaxTrainStep:
     Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
     metric name), ``metrics`` (one ``Mean`` per logged term, named like it, in
-    ``metric_names``, and the unlogged ``FirstNonFiniteBatch``) and
-    ``metric_inputs(terms)``, what each metric is updated with;
+    ``metric_names``), ``nonfinite`` (the unlogged ``FirstNonFiniteBatch``,
+    whose variables follow the metrics' in ``metrics_variables``),
+    ``metric_inputs(terms)``, what each is updated with, and
+    ``with_losses``, which adds the regularisation losses;
     ``trainable_variables`` are what the loss reaches.
     """
 
@@ -33,11 +35,13 @@ class JaxTrainStep:
 
         The returned loss is scaled by the optimizer's loss scale (mixed
         precision), read from ``optimizer_variables`` as Keras's trainer does.
+        The scope collects what layers ``add_loss`` in this pass, so that
+        ``with_losses`` finds it in ``self.losses``.
         """
         mapping = list(zip(self.trainable_variables, trainable_variables, strict=True))
         mapping += list(zip(self.non_trainable_variables, non_trainable_variables, strict=True))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            loss, terms = self.compute_terms(x, training=training)
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            loss, terms = self.with_losses(self.compute_terms(x, training=training))
         # Read back what the step assigned (the seed generator's new state).
         non_trainable_variables = [
             scope.get_current_value(v) if scope.get_current_value(v) is not None else old
@@ -52,11 +56,11 @@ class JaxTrainStep:
     def stateless_update_metrics(self, metrics_variables, terms):
         logs, new_metrics_variables = {}, []
         inputs = self.metric_inputs(terms)
-        for metric in self.metrics:
+        for metric in [*self.metrics, self.nonfinite]:  # the order of metrics_variables
             start = len(new_metrics_variables)
             values = metrics_variables[start : start + len(metric.variables)]
             values = metric.stateless_update_state(values, inputs[metric.name])
-            if metric.name in self.metric_names:  # the logged ones
+            if metric is not self.nonfinite:  # the logged ones
                 logs[metric.name] = metric.stateless_result(values)
             new_metrics_variables += values
         return logs, new_metrics_variables

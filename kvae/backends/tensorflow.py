@@ -26,9 +26,10 @@ class TensorFlowTrainStep:
     """``train_step``/``test_step`` for TensorFlow.
 
     Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
-    (``loss`` a scalar, the batch mean of ``terms["loss"]``, which a padded
-    batch recomputes over its real rows; ``terms`` a dict of per-example (B,)
-    values keyed by metric name) and
+    (``loss`` a scalar; ``terms`` a dict of per-example (B,) values keyed by
+    metric name; a padded batch replaces the mean of ``terms["loss"]`` in
+    ``loss`` by its mean over the real rows and keeps the rest of ``loss``),
+    ``with_losses``, which adds the regularisation losses, and
     ``update_metrics(terms, mask) -> logs``; ``trainable_variables`` are what
     the loss reaches. Variables read inside ``compute_terms`` (``beta``) are
     read afresh at every step of the graph.
@@ -67,9 +68,12 @@ class TensorFlowTrainStep:
     def train_step_on(self, x, mask):
         """One step; on a padded batch (``mask`` given) the loss is the mean over its real rows."""
         with tf.GradientTape() as tape:
-            loss, terms = self.compute_terms(x, training=True)
+            loss, terms = self.with_losses(self.compute_terms(x, training=True))
             if mask is not None:
-                loss = masked_mean(terms["loss"], mask)
+                # Swap the padded batch's mean for the real rows' mean; what the
+                # loss adds beyond that mean (a subclass's own penalty) stays.
+                per_example = terms["loss"]
+                loss = loss - tf.reduce_mean(per_example) + masked_mean(per_example, mask)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -78,5 +82,5 @@ class TensorFlowTrainStep:
 
     def test_step(self, data):
         # Evaluation takes no gradient and runs as a plain graph: nothing compiles per shape.
-        _, terms = self.compute_terms(unpack_images(data), training=False)
+        _, terms = self.with_losses(self.compute_terms(unpack_images(data), training=False))
         return self.update_metrics(terms)

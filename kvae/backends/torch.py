@@ -10,24 +10,26 @@ class TorchTrainStep:
 
     Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
-    metric name) and ``update_metrics(terms) -> logs``;
-    ``trainable_variables`` are what the loss reaches. Steps run eagerly, so a variable
-    assigned between steps (``beta``) is simply read.
+    metric name), ``with_losses``, which adds the regularisation losses, and
+    ``update_metrics(terms) -> logs``; ``trainable_variables`` are what the
+    loss reaches. Steps run eagerly, so a variable assigned between steps
+    (``beta``) is simply read.
     """
 
     def train_step(self, data):
         x = unpack_images(data)
         self.zero_grad()
-        loss, terms = self.compute_terms(x, training=True)
-        self.optimizer.scale_loss(loss).backward()
+        loss, terms = self.with_losses(self.compute_terms(x, training=True))
         variables = self.trainable_variables
-        gradients = [v.value.grad for v in variables]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, variables)
+        if variables:  # a frozen model has nothing to differentiate: backward() would refuse
+            self.optimizer.scale_loss(loss).backward()
+            gradients = [v.value.grad for v in variables]
+            with torch.no_grad():
+                self.optimizer.apply(gradients, variables)
         return self.update_metrics(terms)
 
     def test_step(self, data):
         x = unpack_images(data)
         with torch.no_grad():
-            _, terms = self.compute_terms(x, training=False)
+            _, terms = self.with_losses(self.compute_terms(x, training=False))
         return self.update_metrics(terms)
