@@ -23,6 +23,14 @@ from kvae.config import LANGS
 HANGUL_FONT = "NanumGothic"
 
 
+def _array(values):
+    """NumPy values of an array or a backend tensor; a PyTorch tensor may still track gradients
+    (``vae.decode`` under PyTorch), and NumPy refuses to read one that does."""
+    if hasattr(values, "detach"):  # torch.Tensor
+        values = values.detach().cpu()
+    return np.asarray(values)
+
+
 def use_hangul_font():
     """Make NanumGothic (shipped by koreanize-matplotlib) matplotlib's first font.
 
@@ -119,7 +127,7 @@ def _axes(ax, figsize):
 
 def _tile(images, ncols):
     """(N, H, W[, 1]) -> one (rows*H, ncols*W) mosaic, blank cells left at 0."""
-    images = np.asarray(images)
+    images = _array(images)
     images = images.reshape(images.shape[0], images.shape[1], images.shape[2])
     n, h, w = images.shape
     rows = -(-n // ncols)
@@ -220,7 +228,7 @@ def latent_grid(decode, n=15, span=3.0, ax=None, lang="en", title=None):
     values = np.linspace(-span, span, n)
     # Row 0 of the mosaic is the top of the picture, so z2 runs from +span down.
     z = np.array([[z1, z2] for z2 in values[::-1] for z1 in values], dtype=np.float32)
-    images = np.asarray(decode(z))
+    images = _array(decode(z))
     fig, ax = _axes(ax, (6, 6))
     ax.imshow(_tile(images, n), cmap="gray_r", vmin=0, vmax=1, extent=(-span, span, -span, span))
     ax.set_xlabel(text["z1"])
@@ -234,8 +242,8 @@ def reconstructions(x, x_hat, n=10, lang="en"):
     text = labels(lang)
     n = min(n, len(x))
     fig, axes = plt.subplots(2, 1, figsize=(n * 0.6, 1.8))
-    image_grid(np.asarray(x)[:n], ncols=n, ax=axes[0], title=text["original"])
-    image_grid(np.asarray(x_hat)[:n], ncols=n, ax=axes[1], title=text["reconstruction"])
+    image_grid(_array(x)[:n], ncols=n, ax=axes[0], title=text["original"])
+    image_grid(_array(x_hat)[:n], ncols=n, ax=axes[1], title=text["reconstruction"])
     fig.tight_layout()
     return fig
 
@@ -244,18 +252,14 @@ def interpolation_strip(decode, z_start, z_end, steps=10, ax=None, lang="en", ti
     """Decode evenly spaced points on the straight line from ``z_start`` to ``z_end``."""
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     z = (1 - t) * np.asarray(z_start, np.float32)[None] + t * np.asarray(z_end, np.float32)[None]
-    return image_grid(
-        np.asarray(decode(z)), ncols=steps, ax=ax, title=title or labels(lang)["interp"]
-    )
+    return image_grid(_array(decode(z)), ncols=steps, ax=ax, title=title or labels(lang)["interp"])
 
 
 def prior_samples(decode, latent_dim, n=64, seed=0, ax=None, lang="en", title=None):
     """Decode ``n`` codes drawn from the prior ``N(0, I)`` (numpy, seeded)."""
     z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
     ncols = int(np.ceil(np.sqrt(n)))
-    return image_grid(
-        np.asarray(decode(z)), ncols=ncols, ax=ax, title=title or labels(lang)["prior"]
-    )
+    return image_grid(_array(decode(z)), ncols=ncols, ax=ax, title=title or labels(lang)["prior"])
 
 
 def sampler_samples(decode, codes, lang="en"):
@@ -276,7 +280,7 @@ def sampler_samples(decode, codes, lang="en"):
     for ax, (name, z) in zip(axes[0], codes.items(), strict=True):
         z = np.asarray(z, dtype=np.float32)
         ncols = int(np.ceil(np.sqrt(len(z))))
-        image_grid(np.asarray(decode(z)), ncols=ncols, ax=ax, title=text.get(name, name))
+        image_grid(_array(decode(z)), ncols=ncols, ax=ax, title=text.get(name, name))
     fig.tight_layout()
     return fig
 

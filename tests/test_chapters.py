@@ -60,7 +60,10 @@ def code_shape(source):
 def test_every_chapter_exists_in_both_languages():
     missing = [str(p.relative_to(CHAPTERS)) for p in SOURCES if not p.exists()]
     assert not missing, f"missing chapters: {missing}"
+    references = [CHAPTERS / lang / "references.md" for lang in LANGS]
+    assert all(p.exists() for p in references), "each language has its references.md"
     extra = {p.stem for lang in LANGS for p in (CHAPTERS / lang).glob("*.md")} - set(SERIES)
+    extra -= {"references"}  # the papers and books the chapters cite, not a chapter
     assert not extra, f"chapters outside the series (add them to SERIES): {extra}"
 
 

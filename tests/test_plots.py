@@ -142,3 +142,17 @@ def test_every_figure_draws_in_both_languages(lang):
 def test_unknown_language_is_refused():
     with pytest.raises(ValueError, match="lang must be one of"):
         plots.loss_curves({"loss": [1.0]}, lang="fr")
+
+
+def test_figures_draw_straight_from_a_models_decode_on_every_backend():
+    # Under PyTorch vae.decode returns a tensor that tracks gradients, which NumPy refuses to read.
+    import kvae
+
+    vae = kvae.VAE(kvae.build_encoder(2, hidden=(16,)), kvae.build_decoder(2, hidden=(16,)))
+    for fig in (
+        plots.interpolation_strip(vae.decode, [0.0, 0.0], [1.0, 1.0], 5),
+        plots.prior_samples(vae.decode, 2, n=4, seed=0),
+    ):
+        mosaic = np.asarray(fig.axes[0].images[0].get_array())
+        assert mosaic.size >= 4 * 28 * 28 and np.isfinite(mosaic).all()
+        plt.close(fig)
