@@ -302,8 +302,15 @@ def first_use_problems(chapters, terms):
 def korean_running_text(source):
     """Prose lines without headings: a heading stays short, and the running
     text below it introduces the term."""
-    pieces = korean_texts(source)
-    return [(n, text) for n, text, where in pieces if where == "prose" and not text.startswith("#")]
+    running, in_display_math = [], False
+    for n, text, where in korean_texts(source):
+        if where != "prose":
+            continue
+        if text.strip() == "$$":  # a formula's labels are not where a term is introduced
+            in_display_math = not in_display_math
+        elif not in_display_math and not text.startswith("#"):
+            running.append((n, text))
+    return running
 
 
 def test_korean_terms_carry_their_english_on_first_use():
