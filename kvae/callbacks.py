@@ -180,3 +180,23 @@ class StopOnNaN(keras.callbacks.Callback):
         if bad == ["kl_loss"]:
             return f"z_log_var grew until exp() overflowed: lower the learning rate (now {rate:g})."
         return f"Lower the learning rate (now {rate:g}), or check the inputs for extreme values."
+
+
+class CheckAfterEachBatch(keras.callbacks.Callback):
+    """Call ``check()`` after every training and test batch (once per call into the step).
+
+    ``kvae train`` passes ``kvae.rundir.raise_if_stopped``: the command's signal
+    handler raises a stop (Ctrl-C, SIGTERM) where the signal lands, and under JAX
+    that can be inside XLA's garbage-collection callback, whose exceptions Python
+    only prints. The handler has noted the signal, and the check raises it here.
+    """
+
+    def __init__(self, check):
+        super().__init__()
+        self.check = check
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.check()

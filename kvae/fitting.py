@@ -8,13 +8,13 @@ import dataclasses
 
 import keras
 
-from kvae import parallel, rundir
+from kvae import parallel
 from kvae.data import load_mnist
 from kvae.models import VAE
 from kvae.networks import build_decoder, build_encoder
 from kvae.samplers import AggregatePosteriorSampler, GaussianMixtureSampler
 
-__all__ = ["StopWhenAsked", "build_vae", "fit", "fit_map", "fit_samplers", "load_data"]
+__all__ = ["build_vae", "fit", "fit_map", "fit_samplers", "load_data"]
 
 
 def load_data(config):
@@ -36,14 +36,15 @@ def build_vae(config):
     return vae
 
 
-def fit(config, data, verbose=1):
+def fit(config, data, verbose=1, callbacks=()):
     """Train a fresh VAE; returns it and its history (a dict of per-epoch lists).
 
     The ``val_*`` columns are measured on the test split after each epoch. They
     are only watched, never used to choose anything, so the test numbers stay fair.
     With ``config.devices > 1`` the model is built and trained with each batch
     split across that many devices (``kvae.parallel``); the distribution that was
-    set before is set again when ``fit`` returns.
+    set before is set again when ``fit`` returns. ``callbacks`` go to Keras's
+    ``fit`` (``kvae.train`` passes the check for a stop signal).
     """
     keras.utils.set_random_seed(config.seed)  # weights and shuffling; the noise has its own seed
     x_train, _ = data["train"]
@@ -57,28 +58,12 @@ def fit(config, data, verbose=1):
             batch_size=config.batch_size,
             validation_data=(x_test,),
             verbose=verbose,
-            callbacks=[StopWhenAsked()],
+            callbacks=list(callbacks),
         )
     return vae, {name: [float(v) for v in values] for name, values in history.history.items()}
 
 
-class StopWhenAsked(keras.callbacks.Callback):
-    """Raise a stop (Ctrl-C, SIGTERM) after the batch it arrived in, even if it was swallowed.
-
-    The command's handler (``kvae.rundir.request_stop``) raises where the signal
-    lands; under JAX that can be inside XLA's garbage-collection callback, whose
-    exceptions Python only prints. The handler has noted the signal, and this
-    raises it at the next batch end (once per ``steps_per_execution`` steps).
-    """
-
-    def on_train_batch_end(self, batch, logs=None):
-        rundir.raise_if_stopped()
-
-    def on_test_batch_end(self, batch, logs=None):
-        rundir.raise_if_stopped()
-
-
-def fit_map(config, data, verbose=1):
+def fit_map(config, data, verbose=1, callbacks=()):
     """The 2-D companion VAE, trained for ``config.map_epochs``; None when none is wanted.
 
     A model whose code has two dimensions can be drawn whole (a scatter with
@@ -91,7 +76,7 @@ def fit_map(config, data, verbose=1):
     if verbose:
         print(f"2-D companion model for the figures ({config.map_epochs} epochs)", flush=True)
     map_config = dataclasses.replace(config, latent_dim=2, epochs=config.map_epochs)
-    return fit(map_config, data, verbose=verbose)[0]
+    return fit(map_config, data, verbose=verbose, callbacks=callbacks)[0]
 
 
 def fit_samplers(vae, data, config):

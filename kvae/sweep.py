@@ -8,6 +8,7 @@ import dataclasses
 import pathlib
 
 from kvae import parallel, rundir
+from kvae.callbacks import CheckAfterEachBatch
 from kvae.config import ConfigError, require_run_options
 from kvae.evaluate import evaluate, judge_metrics
 from kvae.fitting import fit, load_data
@@ -60,7 +61,8 @@ def sweep(betas, config, out_dir, force=False, lang="en", verbose=2):
 
 def _sweep_one(config, data, verbose):
     try:
-        vae, history = fit(config, data, verbose=verbose)
+        stop_check = [CheckAfterEachBatch(rundir.raise_if_stopped)]  # a swallowed Ctrl-C too
+        vae, history = fit(config, data, verbose=verbose, callbacks=stop_check)
     except FloatingPointError as error:  # kvae's StopOnNaN: keep the other betas
         return {"beta": config.beta, "status": "failed", "error": str(error)}, None
     metrics = {**evaluate(vae, data, config), **judge_metrics(vae, data, config)}

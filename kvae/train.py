@@ -42,6 +42,7 @@ import time
 import keras
 
 from kvae import parallel, rundir
+from kvae.callbacks import CheckAfterEachBatch
 from kvae.config import ConfigError, TrainConfig, require_run_options
 from kvae.evaluate import (
     encode,
@@ -122,8 +123,9 @@ def train_and_evaluate(config, run_dir, force=False, lang="en", verbose=1):
     with rundir.reserve(run_dir, force) as run_dir:
         started = time.perf_counter()
         data = load_data(config)
-        vae, history = fit(config, data, verbose=verbose)
-        map_vae = fit_map(config, data, verbose=verbose)
+        stop_check = [CheckAfterEachBatch(rundir.raise_if_stopped)]  # a swallowed Ctrl-C too
+        vae, history = fit(config, data, verbose=verbose, callbacks=stop_check)
+        map_vae = fit_map(config, data, verbose=verbose, callbacks=stop_check)
         rundir.raise_if_stopped()  # a stop swallowed outside fit's batches: act on it now
         samplers = fit_samplers(vae, data, config)
         metrics = {
