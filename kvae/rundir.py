@@ -676,9 +676,13 @@ def staged(run_dir, force, run_id):
     run_dir = resolved(run_dir)
     # Same file system as the target, so the final rename is atomic.
     staging = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}-{_tag(run_id)}")
-    staging.mkdir()  # unlike tempfile.mkdtemp, keeps the umask's permissions (not 0700)
-    old = None
+    old, made = None, False
     try:
+        # A stop that lands just after mkdir (still inside pathlib) must not leave the folder
+        # behind unnoted: it is deferred until `made` says the clean-up below owns the folder.
+        with stops_deferred():
+            staging.mkdir()  # unlike tempfile.mkdtemp, keeps the umask's permissions (not 0700)
+            made = True
         write_marker(staging, run_id, PLANNED_FILES)
         yield staging
         # Library code that catches every exception can swallow the Terminated that a
@@ -692,7 +696,8 @@ def staged(run_dir, force, run_id):
         os.rename(staging, run_dir)
     except BaseException:
         with stops_deferred():  # a second signal must not cut the clean-up in half
-            shutil.rmtree(staging, ignore_errors=True)
+            if made:  # never a folder of that name that this run did not make
+                shutil.rmtree(staging, ignore_errors=True)
             if old is not None and not run_dir.exists():
                 os.rename(old, run_dir)  # the swap failed half-way: put the old run back
         raise

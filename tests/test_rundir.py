@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import struct
 import subprocess
@@ -180,6 +181,29 @@ def test_staged_folder_appears_whole_or_not_at_all(tmp_path):
         (staging / "config.json").write_text("{}")
     assert json.loads((target / "kvae-run.json").read_text())["files"] == ["config.json"]
     assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+def test_a_stop_that_lands_just_after_the_staging_folder_is_made_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    # A signal handler runs at the next bytecode after os.mkdir returns, still inside pathlib's
+    # mkdir: the moment `kvae train`'s SIGTERM test hits when it sends on seeing the folder.
+    make_folder = pathlib.Path.mkdir
+
+    def mkdir_then_signal(path, *args, **kwargs):
+        make_folder(path, *args, **kwargs)
+        if ".partial-" in path.name:
+            rundir.request_stop(signal.SIGTERM)  # what the installed handler does
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_signal)
+    target = tmp_path / "run"
+    try:
+        with pytest.raises(rundir.Terminated):
+            with rundir.reserve(target, False), rundir.staged(target, False, "id"):
+                raise AssertionError("the stop must end the run before it writes anything")
+    finally:
+        rundir.clear_stop()
+    assert os.listdir(tmp_path) == []
 
 
 def test_read_run_names_the_damaged_file(tmp_path):
