@@ -448,8 +448,9 @@ def _not_kvae_staging(path, pid, tag):
     """Why ``path`` is not a staging folder kvae left behind, or None if it is one."""
     if path.is_symlink() or not path.is_dir():
         return "it is not a folder"
-    if not any(path.iterdir()):
-        return None  # killed between creating the folder and writing its marker
+    entries = _entries(path)
+    if all(_temporary_of(name, [], pid) for name in entries):
+        return None  # killed before its first marker was whole: empty, or a half-written marker
     marker = read_marker(path)
     if marker is None:
         return f"it has no valid {MARKER_FILE}"
@@ -458,7 +459,7 @@ def _not_kvae_staging(path, pid, tag):
     listed = {*marker["files"], MARKER_FILE}
     unlisted = [
         name
-        for name in _entries(path)
+        for name in entries
         if name not in listed and not _temporary_of(name, marker["files"], pid)
     ]
     if unlisted:

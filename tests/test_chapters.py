@@ -484,3 +484,25 @@ def test_speech_level_check_on_a_sample(tmp_path):
         "code cell 1 (claim, not 한다체): '두 값이 {n}개에서 같습니다'",
         "code cell 1 (claim, not 한다체): '이 비율'",
     ]
+
+
+def broken_inline_math(text):
+    """Lines that continue an open ``$...$`` but start like a Markdown list, quote or heading:
+    Markdown reads them as a new block, and the formula is printed as raw dollars."""
+    problems, inside = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if inside and re.match(r"\s*([-+*>#]|\d+[.)])\s", line):
+            problems.append(f"line {number}: {line.strip()[:60]!r}")
+        inside ^= line.replace("\\$", "").replace("$$", "").count("$") % 2 == 1
+    return problems
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_inline_formula_is_split_before_a_block_marker(source):
+    text = "\n\n".join(c.source for c in cells(jupytext.read(source), "markdown"))
+    assert not broken_inline_math(text), f"{source}: {broken_inline_math(text)}"
+
+
+def test_split_formula_check_on_a_sample():
+    sample = "costs $a + b\n+ c$ here, and $x\n- y$ too\n$$\n- z\n$$\n- a list item"
+    assert broken_inline_math(sample) == ["line 2: '+ c$ here, and $x'", "line 3: '- y$ too'"]

@@ -301,9 +301,12 @@ def test_stale_clean_up_leaves_look_alikes_with_a_note(tmp_path, capsys):
     (killed / "figures").mkdir()
     (killed / "model.keras").write_bytes(b"weights")
     (killed / "figures" / f".samples.partial-{pid}-0a1b2c.png").write_bytes(b"half")
+    first = tmp_path / f".run.partial-{pid}-4567ab"  # SIGKILLed while writing its first marker
+    first.mkdir()
+    (first / f".{rundir.MARKER_FILE}.partial-{pid}-9f8e7d").write_text('{"run_id": "45')
     with rundir.reserve(tmp_path / "run", force=False):
         pass
-    assert not killed.exists()
+    assert not killed.exists() and not first.exists()
     assert (users / "figures" / "thesis.tex").read_text() == "x"
     assert (swapped / "data.csv").is_file() and copied.is_dir()
     notes = capsys.readouterr().err.strip().splitlines()

@@ -11,7 +11,13 @@ bash tools/setup_env.sh || exit 1
 venv=${KVAE_VENV:-.venv}
 export PYTHONWARNINGS=ignore::DeprecationWarning  # no MPLBACKEND: notebooks need the inline backend
 status=0
-run() { echo; echo "=== $*"; "$@" || status=1; }
+# Each step prints its wall time, so the matrix's budget (25 minutes on a quiet 2-core machine)
+# can be read step by step.
+run() {
+  echo; echo "=== $*"; local start=$SECONDS
+  "$@" || status=1
+  echo "--- $((SECONDS - start)) s: $*"
+}
 
 run "$venv/bin/ruff" check .
 run "$venv/bin/ruff" format --check kvae tests tools benchmarks browser_tests book
@@ -37,6 +43,6 @@ run "$venv/bin/python" tools/run_chapters.py --backend jax --lang ko --seeds "$s
 run "$venv/bin/python" tools/build_book.py
 run env KVAE_BOOK_DIR=build/book "$venv/bin/pytest" -p no:cacheprovider browser_tests/test_book.py
 run env KERAS_BACKEND=jax "$venv/bin/pytest" -p no:cacheprovider browser_tests/test_jupyterlab.py
-echo
+echo; echo "test matrix: $SECONDS s in all"
 [ $status -eq 0 ] && echo "test matrix: all passed" || echo "test matrix: FAILED (see above)"
 exit $status
