@@ -47,7 +47,7 @@ def seeds_from_commit(count):
     return [1 + int(head[8 * i : 8 * i + 8], 16) % SEED_RANGE for i in range(count)]
 
 
-def run_one(notebook, backend, seed):
+def run_one(notebook, backend, seed, threads):
     """Execute one notebook in a fresh kernel; return (seconds, claims checked, error or None)."""
     import nbclient
     import nbformat
@@ -57,6 +57,9 @@ def run_one(notebook, backend, seed):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     env = {**os.environ, "KERAS_BACKEND": backend, "KVAE_SEED": str(seed), "MPLBACKEND": "Agg"}
+    # Kernels that run side by side each get their share of the cores: PyTorch's OpenMP threads,
+    # one per core in every kernel, would otherwise contend, and a chapter runs many times slower.
+    env.setdefault("OMP_NUM_THREADS", str(threads))
     client = nbclient.NotebookClient(
         nb, timeout=CELL_TIMEOUT, kernel_name="python3",
         resources={"metadata": {"path": str(notebook.parent)}},
@@ -116,7 +119,10 @@ def main(argv=None):
     runs = [(notebook, seed) for seed in chosen for notebook in notebooks]
     failed = 0
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run_one, nb, args.backend, seed): (nb, seed) for nb, seed in runs}
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        futures = {
+            pool.submit(run_one, nb, args.backend, seed, threads): (nb, seed) for nb, seed in runs
+        }
         for future in concurrent.futures.as_completed(futures):
             notebook, seed = futures[future]
             seconds, claims, error = future.result()
