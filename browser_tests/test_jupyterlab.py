@@ -184,8 +184,10 @@ def _check_cells(report, where):
 
 
 # Exercises: each solution (tag hide-cell) opens with its code and its output collapsed, from the
-# notebook's jupyter.source_hidden / outputs_hidden metadata, and a click on each placeholder
-# expands it. Opening is enough: nothing is run.
+# notebook's jupyter.source_hidden / outputs_hidden metadata. JupyterLab then shows the cell as one
+# placeholder line (it hides an output wrapper whose input is hidden too); a click on it shows the
+# code and the output's own placeholder, and a click on that shows the output. Opening is enough:
+# nothing is run.
 SOLUTION_CHAPTERS = ["en/01_elbo.ipynb", "ko/03_kl_divergence.ipynb"]
 
 OPEN = """
@@ -224,20 +226,21 @@ def test_solutions_open_collapsed_and_expand_on_a_click(lab_page, notebook):
             attempt = page.locator(f'[data-kvae-attempt="{n}"] .jp-InputArea-editor')
             attempt.wait_for(state="visible", timeout=60_000)  # the attempt shows its code
             cell.locator(".jp-InputPlaceholder").wait_for(state="visible", timeout=60_000)
-            assert cell.locator(".jp-OutputPlaceholder").is_visible(), f"{where}: solution {n}"
             assert not cell.locator(".jp-InputArea-editor").is_visible(), f"{where}: code shows"
-            assert not cell.locator(".jp-OutputArea-output").first.is_visible(), where
+            assert not cell.locator(".jp-OutputArea-output").first.is_visible(), f"{where}: output"
+            assert not cell.locator(".jp-OutputPlaceholder").is_visible(), where  # one line only
         cell = page.locator('[data-kvae-solution="0"]')
+        editor, output = cell.locator(".jp-InputArea-editor"), cell.locator(".jp-OutputArea-output")
         cell.scroll_into_view_if_needed()
         cell.screenshot(path=str(SCREENSHOTS / f"{name}-collapsed.png"))
         cell.locator(".jp-InputPlaceholder .jp-Placeholder-content").click()
-        cell.locator(".jp-OutputPlaceholder .jp-Placeholder-content").click()
-        editor, output = cell.locator(".jp-InputArea-editor"), cell.locator(".jp-OutputArea-output")
         editor.wait_for(state="visible", timeout=10_000)
-        output.first.wait_for(state="visible", timeout=10_000)
         assert "claim" in editor.inner_text(), f"{where}: the expanded code is not the solution"
+        assert not output.first.is_visible(), f"{where}: the output opened with the code"
+        cell.locator(".jp-OutputPlaceholder .jp-Placeholder-content").click()
+        output.first.wait_for(state="visible", timeout=10_000)
         assert "✓" in output.first.inner_text(), f"{where}: the expanded output has no check mark"
-        assert not cell.locator(".jp-InputPlaceholder").is_visible(), where
+        assert not cell.locator(".jp-Placeholder").first.is_visible(), f"{where}: still collapsed"
         cell.screenshot(path=str(SCREENSHOTS / f"{name}-expanded.png"))
     finally:
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

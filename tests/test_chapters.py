@@ -515,7 +515,8 @@ def test_split_formula_check_on_a_sample():
 #   also tagged `open-experiment`, and each converted chapter has at least one;
 # - the solution right after it, tagged `hide-cell` (myst-nb: collapsed behind a toggle in the
 #   book) with `jupyter: {source_hidden: true, outputs_hidden: true}` (JupyterLab: code and
-#   output collapsed on open). It executes and asserts its claims like any other cell.
+#   output collapsed on open). Its first line is `# Solution` (`# 풀이`), since JupyterLab shows
+#   a collapsed cell's first line. It executes and asserts its claims like any other cell.
 # Every `hide-cell` cell is such a solution, and every code cell under the Exercises heading is an
 # attempt or a solution. Chapters 04-07 adopt the convention later: add each to this set then.
 EXERCISES_CONVERTED = {
@@ -527,6 +528,7 @@ EXERCISES_CONVERTED = {
 }
 ATTEMPT, OPEN, SOLUTION = "exercise-attempt", "open-experiment", "hide-cell"
 EXERCISES_HEADING = re.compile(r"^## (Exercises|연습 문제)\s*$", re.M)
+SOLUTION_FIRST_LINE = re.compile(r"# (Solution|풀이)")
 
 
 def exercise_problems(notebook):
@@ -550,6 +552,8 @@ def exercise_problems(notebook):
                 problems.append(f"{where}: a solution not preceded by an {ATTEMPT} cell")
             if hidden.get("source_hidden") is not True or hidden.get("outputs_hidden") is not True:
                 problems.append(f"{where}: a solution whose code and output are not both collapsed")
+            if not SOLUTION_FIRST_LINE.fullmatch(cell.source.split("\n", 1)[0]):
+                problems.append(f"{where}: a solution whose first line is not '# Solution'")
         if OPEN in tags[i] and ATTEMPT not in tags[i]:
             problems.append(f"{where}: {OPEN} on a cell that is not an attempt")
         in_exercises = start is not None and i > start
@@ -590,19 +594,19 @@ def test_exercise_check_on_a_sample():
             cell("x = 1"),
             cell("## Exercises", kind="markdown"),
             cell("guess = None", [ATTEMPT]),
-            cell("print(1)", [SOLUTION], collapsed),
+            cell("# Solution\nprint(1)", [SOLUTION], collapsed),
             cell("**2.** An experiment.", kind="markdown"),
             cell("lean = None", [ATTEMPT, OPEN]),
-            cell("print(2)", [SOLUTION, "nbval-ignore-output"], collapsed),
+            cell("# 풀이\nprint(2)", [SOLUTION, "nbval-ignore-output"], collapsed),
         ]
     )
     assert exercise_problems(good) == []
     bad = nbformat.v4.new_notebook(
         cells=[
-            cell("print(0)", [SOLUTION], collapsed),  # a solution with no attempt before it
+            cell("# Solution\nprint(0)", [SOLUTION], collapsed),  # no attempt before it
             cell("## 연습 문제", kind="markdown"),
             cell("guess = None", [ATTEMPT]),
-            cell("print(1)", [SOLUTION], {"source_hidden": True}),  # its output shows
+            cell("print(1)  # the answer", [SOLUTION], {"source_hidden": True}),  # output shows
             cell("guess = None", [ATTEMPT]),
             cell("print(2)", ["hide-input"], {"source_hidden": True}),  # the old convention
             cell("print(3)", [OPEN]),
@@ -611,6 +615,7 @@ def test_exercise_check_on_a_sample():
     assert exercise_problems(bad) == [
         "cell 0: a solution not preceded by an exercise-attempt cell",
         "cell 3: a solution whose code and output are not both collapsed",
+        "cell 3: a solution whose first line is not '# Solution'",
         "cell 4: an attempt not followed by a hide-cell solution",
         "cell 5: a code cell under Exercises, neither attempt nor solution",
         "cell 6: open-experiment on a cell that is not an attempt",
