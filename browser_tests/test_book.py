@@ -90,12 +90,13 @@ IMAGES = """
 """
 
 
-def _figures_in_notebook(language, stem):
+def _notebook_cells(language, stem):
     path = ROOT / "chapters" / language / f"{stem}.ipynb"
-    if not path.exists():
-        return 0
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
+    return json.loads(path.read_text(encoding="utf-8"))["cells"] if path.exists() else []
+
+
+def _figures_in_notebook(language, stem):
+    outputs = [o for c in _notebook_cells(language, stem) for o in c.get("outputs", [])]
     return sum(any(k.startswith("image/") for k in o.get("data", {})) for o in outputs)
 
 
@@ -142,10 +143,7 @@ def _check_twin(page, base, language, stem, where):
 
 
 def _solutions_in_notebook(language, stem):
-    path = ROOT / "chapters" / language / f"{stem}.ipynb"
-    if not path.exists():
-        return 0
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    cells = _notebook_cells(language, stem)
     return sum("hide-cell" in c.get("metadata", {}).get("tags", []) for c in cells)
 
 
