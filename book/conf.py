@@ -16,6 +16,10 @@ html_title = {"en": "kvae: Variational Autoencoders", "ko": "kvae: 변분 오토
 extensions = ["myst_nb", "sphinx-mathjax-offline"]
 nb_execution_mode = "off"
 nb_ipywidgets_js = {}  # widget outputs become a note (tools/build_book.py): no CDN script
+# Every hidden cell in the chapters is an exercise's solution (tag hide-cell: code and output
+# behind one toggle, a plain <details> element that needs no script). The prompt says so.
+nb_code_prompt_show = {"en": "Show solution", "ko": "풀이 보기"}[language]
+nb_code_prompt_hide = {"en": "Hide solution", "ko": "풀이 접기"}[language]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 html_theme = "furo"

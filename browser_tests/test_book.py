@@ -2,7 +2,8 @@
 
 Serves the built book (tools/build_book.py) from a local http.server and blocks every other
 request, so a page that needs a CDN fails here. Each page must load, show its figures, typeset
-its mathematics with the MathJax shipped in the build, render Hangul, and link to its twin.
+its mathematics with the MathJax shipped in the build, render Hangul, and link to its twin. An
+exercise's solution (tag hide-cell) stays hidden, code and output, until its toggle is clicked.
 Set KVAE_BOOK_DIR to check a book already built; otherwise the test builds one.
 Screenshots: build/browser-screenshots/book-*.png.
 """
@@ -89,12 +90,13 @@ IMAGES = """
 """
 
 
-def _figures_in_notebook(language, stem):
+def _notebook_cells(language, stem):
     path = ROOT / "chapters" / language / f"{stem}.ipynb"
-    if not path.exists():
-        return 0
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    outputs = [o for c in cells for o in c.get("outputs", [])]
+    return json.loads(path.read_text(encoding="utf-8"))["cells"] if path.exists() else []
+
+
+def _figures_in_notebook(language, stem):
+    outputs = [o for c in _notebook_cells(language, stem) for o in c.get("outputs", [])]
     return sum(any(k.startswith("image/") for k in o.get("data", {})) for o in outputs)
 
 
@@ -138,3 +140,48 @@ def _check_twin(page, base, language, stem, where):
     page.wait_for_load_state("load")
     assert page.url == f"{base}/{other}/{stem}.html", f"{where}: twin link went to {page.url}"
     assert page.evaluate("document.documentElement.lang") == other, f"{where}: twin is not {other}"
+
+
+def _solutions_in_notebook(language, stem):
+    cells = _notebook_cells(language, stem)
+    return sum("hide-cell" in c.get("metadata", {}).get("tags", []) for c in cells)
+
+
+SOLUTION_PAGES = [stem for stem in PAGES if _solutions_in_notebook("en", stem)]
+PROMPT = {"en": "Show solution", "ko": "풀이 보기"}
+
+
+@pytest.mark.parametrize("language", ["en", "ko"])
+@pytest.mark.parametrize("stem", SOLUTION_PAGES)
+def test_book_page_hides_solutions_until_clicked(reader, language, stem):
+    page, base, blocked = reader
+    name = f"book-solutions-{language}-{stem}"
+    where = f"{language}/{stem}.html (screenshot: {SCREENSHOTS.relative_to(ROOT)}/{name}.png)"
+    blocked.clear()
+    response = page.goto(f"{base}/{language}/{stem}.html", wait_until="load")
+    assert response.ok, f"{where}: HTTP {response.status}"
+    solutions = page.locator("article div.cell.tag_hide-cell")
+    expected = _solutions_in_notebook(language, stem)
+    shown = solutions.count()
+    assert shown == expected, f"{where}: {expected} solutions in the notebook, {shown} on the page"
+    for n in range(expected):
+        solution = solutions.nth(n)
+        toggle = solution.locator("details.hide")
+        assert toggle.count() == 1, f"{where}: solution {n} is not behind one toggle"
+        assert not toggle.evaluate("d => d.open"), f"{where}: solution {n} is open"
+        summary = toggle.locator("summary")
+        assert summary.is_visible() and PROMPT[language] in summary.inner_text(), where
+        code, output = toggle.locator("div.cell_input"), toggle.locator("div.cell_output")
+        assert code.count() == 1 and output.count() == 1, f"{where}: solution {n} is incomplete"
+        assert not code.is_visible() and not output.is_visible(), f"{where}: solution {n} shows"
+    first = solutions.first
+    first.locator("summary").click()
+    code, output = first.locator("div.cell_input"), first.locator("div.cell_output")
+    try:
+        code.wait_for(state="visible", timeout=5_000)
+        assert output.is_visible(), f"{where}: the output stayed hidden after a click"
+        assert "claim" in code.inner_text(), f"{where}: the toggle did not open the solution"
+        assert "✓" in output.inner_text(), f"{where}: the solution's output has no check mark"
+    finally:
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    assert not blocked, f"{where}: the page asked the network for {blocked[:3]}"

@@ -181,3 +181,67 @@ def _check_cells(report, where):
         )
         if c["widgets"]:
             assert any(i["inWidget"] for i in c["imgs"]), f"{where}: widget without its figure"
+
+
+# Exercises: each solution (tag hide-cell) opens with its code and its output collapsed, from the
+# notebook's jupyter.source_hidden / outputs_hidden metadata. JupyterLab then shows the cell as one
+# placeholder line (it hides an output wrapper whose input is hidden too); a click on it shows the
+# code and the output's own placeholder, and a click on that shows the output. Opening is enough:
+# nothing is run.
+SOLUTION_CHAPTERS = ["en/01_elbo.ipynb", "ko/03_kl_divergence.ipynb"]
+
+OPEN = """
+async (path) => {
+  const app = window.jupyterapp;
+  const panel = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
+  await panel.context.ready;
+  await panel.revealed;
+  window.__kvae = {panel, done: null};
+  const tagged = (tag) => panel.content.widgets.filter(
+    cell => (cell.model.getMetadata('tags') || []).includes(tag));
+  const solutions = tagged('hide-cell'), attempts = tagged('exercise-attempt');
+  solutions.forEach((cell, i) => cell.node.setAttribute('data-kvae-solution', String(i)));
+  attempts.forEach((cell, i) => cell.node.setAttribute('data-kvae-attempt', String(i)));
+  return {solutions: solutions.map(c => ({inputHidden: c.inputHidden, outputHidden: c.outputHidden,
+                                          outputs: c.model.outputs.length})),
+          attempts: attempts.map(c => ({inputHidden: c.inputHidden}))};
+}
+"""
+
+
+@pytest.mark.parametrize("notebook", SOLUTION_CHAPTERS)
+def test_solutions_open_collapsed_and_expand_on_a_click(lab_page, notebook):
+    page, name = lab_page, "lab-solutions-" + notebook.replace("/", "-").removesuffix(".ipynb")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    found = page.evaluate(OPEN, notebook)
+    try:
+        where = f"{notebook} (screenshots: {SCREENSHOTS.relative_to(ROOT)}/{name}*.png)"
+        assert found["solutions"], f"{where}: no solution cell (tag hide-cell)"
+        assert len(found["attempts"]) == len(found["solutions"]), f"{where}: {found}"
+        assert all(s["inputHidden"] and s["outputHidden"] for s in found["solutions"]), found
+        assert all(s["outputs"] > 0 for s in found["solutions"]), f"{where}: unexecuted solution"
+        assert not any(a["inputHidden"] for a in found["attempts"]), f"{where}: attempt hidden"
+        for n in range(len(found["solutions"])):
+            cell = page.locator(f'[data-kvae-solution="{n}"]')
+            attempt = page.locator(f'[data-kvae-attempt="{n}"] .jp-InputArea-editor')
+            attempt.wait_for(state="visible", timeout=60_000)  # the attempt shows its code
+            cell.locator(".jp-InputPlaceholder").wait_for(state="visible", timeout=60_000)
+            assert not cell.locator(".jp-InputArea-editor").is_visible(), f"{where}: code shows"
+            assert not cell.locator(".jp-OutputArea-output").first.is_visible(), f"{where}: output"
+            assert not cell.locator(".jp-OutputPlaceholder").is_visible(), where  # one line only
+        cell = page.locator('[data-kvae-solution="0"]')
+        editor, output = cell.locator(".jp-InputArea-editor"), cell.locator(".jp-OutputArea-output")
+        cell.scroll_into_view_if_needed()
+        cell.screenshot(path=str(SCREENSHOTS / f"{name}-collapsed.png"))
+        cell.locator(".jp-InputPlaceholder .jp-Placeholder-content").click()
+        editor.wait_for(state="visible", timeout=10_000)
+        assert "claim" in editor.inner_text(), f"{where}: the expanded code is not the solution"
+        assert not output.first.is_visible(), f"{where}: the output opened with the code"
+        cell.locator(".jp-OutputPlaceholder .jp-Placeholder-content").click()
+        output.first.wait_for(state="visible", timeout=10_000)
+        assert "✓" in output.first.inner_text(), f"{where}: the expanded output has no check mark"
+        assert not cell.locator(".jp-Placeholder").first.is_visible(), f"{where}: still collapsed"
+        cell.screenshot(path=str(SCREENSHOTS / f"{name}-expanded.png"))
+    finally:
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        page.evaluate(CLOSE)

@@ -27,6 +27,7 @@ SERIES = (
     "05_point_vs_region",
     "06_tug_of_war",
     "07_latent_manifold",
+    "09_inference_gaps",  # an appendix to 01: where the ELBO falls short of log p(x)
 )
 LANGS = ("en", "ko")
 SOURCES = [CHAPTERS / lang / f"{name}.md" for name in SERIES for lang in LANGS]
@@ -506,3 +507,122 @@ def test_no_inline_formula_is_split_before_a_block_marker(source):
 def test_split_formula_check_on_a_sample():
     sample = "costs $a + b\n+ c$ here, and $x\n- y$ too\n$$\n- z\n$$\n- a list item"
     assert broken_inline_math(sample) == ["line 2: '+ c$ here, and $x'", "line 3: '- y$ too'"]
+
+
+# Exercises a learner works. In a converted chapter every exercise is two code cells in a row:
+# - the attempt, tagged `exercise-attempt`: it runs as committed (None where the learner fills
+#   in a value) and prints what to compare, not the answer; an open experiment's attempt is
+#   also tagged `open-experiment`, and each converted chapter has at least one;
+# - the solution right after it, tagged `hide-cell` (myst-nb: collapsed behind a toggle in the
+#   book) with `jupyter: {source_hidden: true, outputs_hidden: true}` (JupyterLab: code and
+#   output collapsed on open). Its first line is `# Solution` (`# 풀이`), since JupyterLab shows
+#   a collapsed cell's first line. It executes and asserts its claims like any other cell.
+# Every `hide-cell` cell is such a solution, and every code cell under the Exercises heading is an
+# attempt or a solution. Chapters 04-07 adopt the convention later: add each to this set then.
+EXERCISES_CONVERTED = {
+    "00_setup",
+    "01_elbo",
+    "02_reparameterization",
+    "03_kl_divergence",
+    "09_inference_gaps",
+}
+ATTEMPT, OPEN, SOLUTION = "exercise-attempt", "open-experiment", "hide-cell"
+EXERCISES_HEADING = re.compile(r"^## (Exercises|연습 문제)\s*$", re.M)
+SOLUTION_FIRST_LINE = re.compile(r"# (Solution|풀이)")
+
+
+def exercise_problems(notebook):
+    """What breaks the exercise convention above, one message per problem."""
+    problems = []
+    tags = [set(c.metadata.get("tags", [])) for c in notebook.cells]
+    start = next(
+        (i for i, c in enumerate(notebook.cells) if EXERCISES_HEADING.search(c.source)), None
+    )
+    if start is None:
+        problems.append("no Exercises heading")
+    for i, cell in enumerate(notebook.cells):
+        where = f"cell {i}"
+        if ATTEMPT in tags[i]:
+            following = tags[i + 1] if i + 1 < len(tags) else set()
+            if cell.cell_type != "code" or SOLUTION not in following:
+                problems.append(f"{where}: an attempt not followed by a {SOLUTION} solution")
+        if SOLUTION in tags[i]:
+            hidden = cell.metadata.get("jupyter", {})
+            if cell.cell_type != "code" or i == 0 or ATTEMPT not in tags[i - 1]:
+                problems.append(f"{where}: a solution not preceded by an {ATTEMPT} cell")
+            if hidden.get("source_hidden") is not True or hidden.get("outputs_hidden") is not True:
+                problems.append(f"{where}: a solution whose code and output are not both collapsed")
+            if not SOLUTION_FIRST_LINE.fullmatch(cell.source.split("\n", 1)[0]):
+                problems.append(f"{where}: a solution whose first line is not '# Solution'")
+        if OPEN in tags[i] and ATTEMPT not in tags[i]:
+            problems.append(f"{where}: {OPEN} on a cell that is not an attempt")
+        in_exercises = start is not None and i > start
+        if in_exercises and cell.cell_type == "code" and not tags[i] & {ATTEMPT, SOLUTION}:
+            problems.append(f"{where}: a code cell under Exercises, neither attempt nor solution")
+    if not any(ATTEMPT in t for t in tags):
+        problems.append("no exercise-attempt cell")
+    if not any(OPEN in t for t in tags):
+        problems.append("no open experiment")
+    return problems
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_exercise_has_an_attempt_and_a_collapsed_solution(source):
+    if source.stem not in EXERCISES_CONVERTED:
+        pytest.skip(f"{source.stem}: exercises not converted yet (EXERCISES_CONVERTED)")
+    for path, notebook in (
+        (source, jupytext.read(source)),  # the source a person edits
+        (source.with_suffix(".ipynb"), nbformat.read(source.with_suffix(".ipynb"), as_version=4)),
+    ):  # and the notebook JupyterLab opens: jupytext must have carried the metadata over
+        problems = exercise_problems(notebook)
+        assert not problems, f"{path.relative_to(CHAPTERS)}:\n" + "\n".join(problems)
+
+
+def test_exercise_check_on_a_sample():
+    def cell(source, tags=(), hidden=None, kind="code"):
+        new = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+        made = new(source)
+        if tags:
+            made.metadata["tags"] = list(tags)
+        if hidden is not None:
+            made.metadata["jupyter"] = hidden
+        return made
+
+    collapsed = {"source_hidden": True, "outputs_hidden": True}
+    good = nbformat.v4.new_notebook(
+        cells=[
+            cell("x = 1"),
+            cell("## Exercises", kind="markdown"),
+            cell("guess = None", [ATTEMPT]),
+            cell("# Solution\nprint(1)", [SOLUTION], collapsed),
+            cell("**2.** An experiment.", kind="markdown"),
+            cell("lean = None", [ATTEMPT, OPEN]),
+            cell("# 풀이\nprint(2)", [SOLUTION, "nbval-ignore-output"], collapsed),
+        ]
+    )
+    assert exercise_problems(good) == []
+    bad = nbformat.v4.new_notebook(
+        cells=[
+            cell("# Solution\nprint(0)", [SOLUTION], collapsed),  # no attempt before it
+            cell("## 연습 문제", kind="markdown"),
+            cell("guess = None", [ATTEMPT]),
+            cell("print(1)  # the answer", [SOLUTION], {"source_hidden": True}),  # output shows
+            cell("guess = None", [ATTEMPT]),
+            cell("print(2)", ["hide-input"], {"source_hidden": True}),  # the old convention
+            cell("print(3)", [OPEN]),
+        ]
+    )
+    assert exercise_problems(bad) == [
+        "cell 0: a solution not preceded by an exercise-attempt cell",
+        "cell 3: a solution whose code and output are not both collapsed",
+        "cell 3: a solution whose first line is not '# Solution'",
+        "cell 4: an attempt not followed by a hide-cell solution",
+        "cell 5: a code cell under Exercises, neither attempt nor solution",
+        "cell 6: open-experiment on a cell that is not an attempt",
+        "cell 6: a code cell under Exercises, neither attempt nor solution",
+    ]
+    assert exercise_problems(nbformat.v4.new_notebook(cells=[cell("x = 1")])) == [
+        "no Exercises heading",
+        "no exercise-attempt cell",
+        "no open experiment",
+    ]
