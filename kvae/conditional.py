@@ -21,10 +21,11 @@ from keras import ops
 
 from kvae import elbo
 from kvae.backends.batches import unpack_images_and_labels
+from kvae.config import DIGITS
 from kvae.data import check_images, check_labels, checked_data, images_and_labels
 from kvae.models import VAE, _bernoulli_draw
 
-NUM_CLASSES = 10  # MNIST's digits
+NUM_CLASSES = DIGITS  # the default: MNIST's ten digits
 
 
 @keras.saving.register_keras_serializable(package="kvae")
