@@ -34,7 +34,7 @@ import threading
 from kvae import rundir
 from kvae.config import (
     BACKENDS,
-    CONDITIONAL_LATENT_DIM,
+    CONDITIONAL_DEFAULTS,
     KINDS,
     LANGS,
     SOURCES,
@@ -276,9 +276,9 @@ def _add_training_options(parser, epochs, beta=True, conditional=False):
         shown = kwargs.get("default") or shown_defaults.get(name)
         if shown is not None:
             shown = " ".join(map(str, shown)) if isinstance(shown, tuple) else shown
-            # The one default a conditional run changes (kvae.config says why).
-            also = f"; {CONDITIONAL_LATENT_DIM} with --conditional" if conditional else ""
-            help += f" (default {shown}{also if name == 'latent_dim' else ''})"
+            # The defaults a conditional run changes (kvae.config says why).
+            own = CONDITIONAL_DEFAULTS.get(name) if conditional else None
+            help += f" (default {shown}{'' if own is None else f'; {own} with --conditional'})"
         parser.add_argument(flag, help=help, **kwargs)
 
     add("--backend", "Keras backend; overrides KERAS_BACKEND", choices=BACKENDS)

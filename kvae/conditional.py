@@ -108,11 +108,11 @@ class ConditionalVAE(VAE):
 
         ``labels``: one int for every image, or one per image.
         """
-        return self.encoder([x, self.condition(labels, len(x))])
+        return self.encoder(_tensors(x, self.condition(labels, len(x))))
 
     def decode(self, z, labels):
         """Pixel probabilities of ``p(x|z, y)``; ``labels``: one int, or one per code."""
-        return ops.sigmoid(self.decoder([z, self.condition(labels, len(z))]))
+        return ops.sigmoid(self.decoder(_tensors(z, self.condition(labels, len(z)))))
 
     def call(self, inputs, training=False):
         """Reconstruct ``inputs = (x, labels)`` through the posterior mean, for ``predict``."""
@@ -124,6 +124,19 @@ class ConditionalVAE(VAE):
     def predict(self, x, *args, **kwargs):
         """``keras.Model.predict`` on ``(images, labels)``, checked first as ``fit`` checks them."""
         return super().predict(self._checked(x), *args, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kw):
+        """``keras.Model.export``, serving ``call``: ``(images, labels)`` -> reconstructions.
+
+        The input signature defaults to images (None, *image_shape) float32 and
+        int32 labels (None,). To serve the codes, export the encoder
+        (``[images, one-hot y]`` -> ``[z_mean, z_log_var]``).
+        """
+        if input_signature is None:
+            images = keras.InputSpec(shape=(None, *self.image_shape), dtype=keras.config.floatx())
+            labels = keras.InputSpec(shape=(None,), dtype="int32")
+            input_signature = [(images, labels)]
+        return super().export(filepath, format, verbose, input_signature, **kw)
 
     def sample(self, n, labels, sampler=None, seed=None, binary=False):
         """Draw ``n`` images of the digits ``labels``: decode codes with their labels.
@@ -171,3 +184,8 @@ class ConditionalVAE(VAE):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def _tensors(*values):
+    """Backend tensors of NumPy arrays or tensors: Keras refuses a list that mixes them."""
+    return [ops.convert_to_tensor(value) for value in values]
