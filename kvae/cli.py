@@ -381,7 +381,8 @@ def summary(metrics, out):
     return (
         f"test ELBO {metrics['elbo']:.2f} nats"
         f" (reconstruction {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f})\n"
-        f"log p(x) >= {metrics['iw_log_px']:.2f} nats: importance-weighted bound,"
+        f"{'log p(x|y)' if 'conditional_sampler' in metrics else 'log p(x)'}"
+        f" >= {metrics['iw_log_px']:.2f} nats: importance-weighted bound,"
         f" k={metrics['iw_samples']}, first {metrics['iw_examples']} test digits"
         f" (ELBO on those digits {metrics['iw_elbo']:.2f})\n"
         f"{judge_summary(metrics)}\n"
@@ -423,7 +424,7 @@ def judge_summary(metrics):
 CONDITIONAL_JUDGE_ROWS = (
     ("prior", "samples from N(0, I)"),
     ("aggregate", "samples from the aggregate posterior"),
-    ("per_class", "samples from each digit's aggregate posterior"),
+    ("per_class", "samples from the asked digit's aggregate posterior"),
 )
 
 
@@ -437,12 +438,13 @@ def conditional_judge_summary(metrics):
     for name, label in CONDITIONAL_JUDGE_ROWS:
         per_digit = metrics[f"{name}_as_asked_per_digit"]
         worst = min(range(len(per_digit)), key=lambda d: per_digit[d])
-        headline = " (the run's sampler)" if name == metrics["conditional_sampler"] else ""
         lines.append(
-            f"  {label + headline:<58} as asked {metrics[name + '_as_asked']:.1%},"
+            f"  {label:<52} as asked {metrics[name + '_as_asked']:.1%},"
             f" worst digit {worst} {metrics[name + '_as_asked_worst']:.1%},"
             f" confident and as asked {metrics[name + '_confident_as_asked']:.1%}"
         )
+    run_s = dict(CONDITIONAL_JUDGE_ROWS)[metrics["conditional_sampler"]]
+    lines.append(f"  the run's sampler (kvae.config.CONDITIONAL_SAMPLER): {run_s}")
     return "\n".join(lines)
 
 

@@ -81,8 +81,7 @@ class ConditionalVAE(VAE):
 
     def compute_terms(self, inputs, training=False):
         """The loss and its per-example terms for ``inputs = (x, labels)``."""
-        x, labels = inputs
-        y = self.one_hot(labels)  # (B, num_classes)
+        x, y = self.with_one_hot(inputs)  # images, one-hot labels (B, num_classes)
         z_mean, z_log_var = self.encoder([x, y], training=training)  # q(z|x, y): (B, D) each
         z = self.sampling(z_mean, z_log_var)  # one sample per example
         logits = self.decoder([z, y], training=training)  # p(x|z, y)
@@ -92,6 +91,14 @@ class ConditionalVAE(VAE):
     def one_hot(self, labels):
         """The one-hot y of integer ``labels`` (B,), as a tensor (B, num_classes); not checked."""
         return ops.one_hot(ops.cast(labels, "int32"), self.num_classes)
+
+    def with_one_hot(self, inputs):
+        """``(x, y)`` of ``inputs = (images, labels)``: tensors, the labels one-hot.
+
+        Tensors both: Keras refuses a network input that mixes NumPy and tensors.
+        """
+        x, labels = inputs
+        return ops.convert_to_tensor(x), self.one_hot(labels)
 
     def labels_for(self, labels, n):
         """``labels`` checked as ``n`` classes, int64 NumPy (n,); one int is given to all n."""
@@ -116,8 +123,7 @@ class ConditionalVAE(VAE):
 
     def call(self, inputs, training=False):
         """Reconstruct ``inputs = (x, labels)`` through the posterior mean, for ``predict``."""
-        x, labels = inputs
-        y = self.one_hot(labels)
+        x, y = self.with_one_hot(inputs)
         z_mean, _ = self.encoder([x, y], training=training)
         return ops.sigmoid(self.decoder([z_mean, y], training=training))
 
