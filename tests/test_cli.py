@@ -833,7 +833,7 @@ def test_a_conditional_run_writes_its_folder_and_the_judge_s_reading(conditional
         png = (out / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, name
     metrics = read_metrics(out)
-    assert metrics["backend"] == BACKEND and metrics["conditional_sampler"] == "prior"
+    assert metrics["backend"] == BACKEND and metrics["conditional_sampler"] == "per_class"
     assert -COIN_FLIP_NATS < metrics["elbo"] < 0 and metrics["iw_log_px"] >= metrics["iw_elbo"]
     assert 0.0 <= metrics["reconstruction_accuracy"] <= 1.0 and metrics["judge_samples"] == 200
     for name in CONDITIONAL_SAMPLERS:
@@ -850,7 +850,8 @@ def test_a_conditional_run_writes_its_folder_and_the_judge_s_reading(conditional
     ]
     line = next(line for line in stdout.splitlines() if "samples from N(0, I)" in line)
     assert f"as asked {metrics['prior_as_asked']:.1%}" in line, line
-    assert "(given their labels)" in stdout
+    assert "(given their labels)" in stdout and "log p(x|y) >= " in stdout
+    assert "the run's sampler (kvae.config.CONDITIONAL_SAMPLER): samples from the asked" in stdout
 
 
 @pytest.mark.slow
