@@ -47,7 +47,7 @@ class ConditionalVAE(VAE):
     >>> networks = {"latent_dim": 2, "num_classes": 10}
     >>> cvae = ConditionalVAE(build_encoder(**networks), build_decoder(**networks))
     >>> cvae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> cvae.fit(x_train, y_train, epochs=30, batch_size=128)
+    >>> cvae.fit(x_train, y_train, epochs=60, batch_size=128)
     >>> sevens = cvae.sample(16, labels=7, seed=0)       # (16, 28, 28, 1)
     >>> row = cvae.sample(10, labels=range(10), seed=0)  # one of each digit
 
@@ -65,9 +65,8 @@ class ConditionalVAE(VAE):
     """
 
     def __init__(self, encoder, decoder, num_classes=NUM_CLASSES, **kwargs):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if num_classes < 2:
+        counts = not isinstance(num_classes, bool) and isinstance(num_classes, int | np.integer)
+        if not counts or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         self.num_classes = int(num_classes)  # set first: the networks are probed with the label
         super().__init__(encoder, decoder, **kwargs)

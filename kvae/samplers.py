@@ -305,8 +305,7 @@ class PerClassSampler:
         z = np.empty((n, self.latent_dim), np.float32)
         for c in np.unique(labels):
             mine = labels == c
-            class_seed = None if seed is None else _class_seed(seed, c)
-            z[mine] = self.samplers[c].sample_latents(int(mine.sum()), seed=class_seed)
+            z[mine] = self.samplers[c].sample_latents(int(mine.sum()), seed=_class_seed(seed, c))
         return z
 
 
