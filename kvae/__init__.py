@@ -4,9 +4,9 @@ Set ``KERAS_BACKEND`` before importing Keras: it is read once. ``import kvae``
 itself loads nothing heavy; each name below is imported on first use (PEP 562),
 so the ``kvae`` command can choose the backend after ``import kvae``.
 
-Loading a saved model needs ``kvae.VAE``, ``kvae.AE`` and ``kvae.Sampling``
-registered with Keras, which imports only its own modules to find classes.
-So the registering modules are imported as soon as Keras is: at once if Keras
+Loading a saved model needs ``kvae.VAE``, ``kvae.AE``, ``kvae.ConditionalVAE``
+and ``kvae.Sampling`` registered with Keras, which imports only its own modules
+to find classes. So the registering modules are imported as soon as Keras is: at once if Keras
 is already loaded, otherwise right after ``import keras`` finishes (a one-shot
 import hook), and ``keras.saving.load_model`` works in either import order.
 """
@@ -22,6 +22,7 @@ from kvae.config import BACKENDS  # imports no Keras
 _EXPORTS = {
     "AE": "kvae.models",
     "VAE": "kvae.models",
+    "ConditionalVAE": "kvae.conditional",
     "Sampling": "kvae.layers",
     "IMAGE_SHAPE": "kvae.data",
     "build_decoder": "kvae.networks",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "samplers": "kvae.samplers",
     "GaussianMixtureSampler": "kvae.samplers",
     "AggregatePosteriorSampler": "kvae.samplers",
+    "PerClassSampler": "kvae.samplers",
     "load_mnist": "kvae.data",
     "elbo": "kvae.elbo",
     "linear_gaussian": "kvae.linear_gaussian",
@@ -63,7 +65,7 @@ def _register_with_keras():
     works; using ``kvae.VAE`` there raises kvae.models' one-line error.
     """
     if sys.modules["keras"].backend.backend() in BACKENDS:
-        importlib.import_module("kvae.models")  # registers VAE, AE; imports Sampling
+        importlib.import_module("kvae.conditional")  # registers ConditionalVAE, VAE, AE, Sampling
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

@@ -1,6 +1,7 @@
 """The ``kvae`` command: parse the arguments, check everything, then call ``kvae.train``.
 
     kvae train [--backend jax] [--epochs 10] [--out runs/NAME] ...
+    kvae train --conditional [...]          a ConditionalVAE, asked for chosen digits
     kvae figures RUN_DIR [--backend torch] [--lang ko]
     kvae sweep --betas 0.5 1 4 [--epochs 5] [--out runs/NAME]
 
@@ -33,6 +34,7 @@ import threading
 from kvae import rundir
 from kvae.config import (
     BACKENDS,
+    CONDITIONAL_DEFAULTS,
     KINDS,
     LANGS,
     SOURCES,
@@ -229,7 +231,12 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a VAE and write a run folder")
-    _add_training_options(train, epochs=None)
+    _add_training_options(train, epochs=None, conditional=True)
+    train.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train a conditional VAE on digits and their labels, then ask it for chosen digits",
+    )
     train.add_argument("--out", type=pathlib.Path, help="run folder (default: runs/<time>-...)")
     _add_output_options(train)
     train.set_defaults(handler=run_train, command_parser=train)
@@ -256,7 +263,7 @@ def build_parser():
     return parser
 
 
-def _add_training_options(parser, epochs, beta=True):
+def _add_training_options(parser, epochs, beta=True, conditional=False):
     """The options that map onto ``TrainConfig``; an option left out keeps the config's default.
 
     argparse only parses the type; ``TrainConfig`` checks the range, so a value is
@@ -268,7 +275,10 @@ def _add_training_options(parser, epochs, beta=True):
         name = flag[2:].replace("-", "_")
         shown = kwargs.get("default") or shown_defaults.get(name)
         if shown is not None:
-            help += f" (default {' '.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
+            shown = " ".join(map(str, shown)) if isinstance(shown, tuple) else shown
+            # The defaults a conditional run changes (kvae.config says why).
+            own = CONDITIONAL_DEFAULTS.get(name) if conditional else None
+            help += f" (default {shown}{'' if own is None else f'; {own} with --conditional'})"
         parser.add_argument(flag, help=help, **kwargs)
 
     add("--backend", "Keras backend; overrides KERAS_BACKEND", choices=BACKENDS)
@@ -302,7 +312,7 @@ def _add_output_options(parser):
 
 def run_train(args, command):
     config = make_config(args)
-    out = args.out or default_out("run", config)
+    out = args.out or default_out("cvae" if config.conditional else "run", config)
     with rundir.reserve(out, args.force) as out:  # checked and locked before Keras loads
         from kvae import train
 
@@ -371,7 +381,8 @@ def summary(metrics, out):
     return (
         f"test ELBO {metrics['elbo']:.2f} nats"
         f" (reconstruction {metrics['reconstruction']:.2f}, KL {metrics['kl']:.2f})\n"
-        f"log p(x) >= {metrics['iw_log_px']:.2f} nats: importance-weighted bound,"
+        f"{'log p(x|y)' if 'conditional_sampler' in metrics else 'log p(x)'}"
+        f" >= {metrics['iw_log_px']:.2f} nats: importance-weighted bound,"
         f" k={metrics['iw_samples']}, first {metrics['iw_examples']} test digits"
         f" (ELBO on those digits {metrics['iw_elbo']:.2f})\n"
         f"{judge_summary(metrics)}\n"
@@ -395,6 +406,8 @@ JUDGE_ROWS = (
 
 def judge_summary(metrics):
     """The judge's lines: right-digit reconstructions, then one line per sampler."""
+    if "conditional_sampler" in metrics:
+        return conditional_judge_summary(metrics)
     lines = [
         f"judge: {metrics['reconstruction_accuracy']:.1%} of test reconstructions are the "
         f"right digit; {metrics['judge_samples']} samples per sampler:"
@@ -405,6 +418,33 @@ def judge_summary(metrics):
             f"  {label:<50} confident {metrics[name + '_confident']:.1%},"
             f" score {metrics[name + '_score']:.2f}, rarest digit {metrics[name + '_rarest']:.1%}"
         )
+    return "\n".join(lines)
+
+
+CONDITIONAL_JUDGE_ROWS = (
+    ("prior", "samples from N(0, I)"),
+    ("aggregate", "samples from the aggregate posterior"),
+    ("per_class", "samples from the asked digit's aggregate posterior"),
+)
+
+
+def conditional_judge_summary(metrics):
+    """A conditional run's judge lines: how often each sampler's images are the digit asked for."""
+    lines = [
+        f"judge: {metrics['reconstruction_accuracy']:.1%} of test reconstructions (given their "
+        f"labels) are the right digit; {metrics['judge_samples']} samples per sampler, "
+        "asked for each digit in turn:"
+    ]
+    for name, label in CONDITIONAL_JUDGE_ROWS:
+        per_digit = metrics[f"{name}_as_asked_per_digit"]
+        worst = min(range(len(per_digit)), key=lambda d: per_digit[d])
+        lines.append(
+            f"  {label:<52} as asked {metrics[name + '_as_asked']:.1%},"
+            f" worst digit {worst} {metrics[name + '_as_asked_worst']:.1%},"
+            f" confident and as asked {metrics[name + '_confident_as_asked']:.1%}"
+        )
+    run_s = dict(CONDITIONAL_JUDGE_ROWS)[metrics["conditional_sampler"]]
+    lines.append(f"  the run's sampler (kvae.config.CONDITIONAL_SAMPLER): {run_s}")
     return "\n".join(lines)
 
 

@@ -151,7 +151,48 @@ def check_images(x, likelihood="bernoulli", image_shape=IMAGE_SHAPE):
         )
 
 
-def checked_data(data, check, name="x"):
+def check_labels(labels, n, num_classes):
+    """Refuse labels a conditional model cannot read, naming what is wrong.
+
+    The model one-hot encodes them inside its step, where a label out of range
+    would silently become a row of zeros: so they are checked here, first.
+
+    Args:
+        labels: one integer class per image, (N,).
+        n: the number of images they label.
+        num_classes: how many classes there are; labels run from 0 to num_classes - 1.
+
+    Returns:
+        The labels as an int64 NumPy array (N,).
+
+    Raises:
+        ValueError: labels that are not integers (floats, bools, one-hot rows),
+            not one per image, or outside 0..num_classes - 1.
+    """
+    labels = _numpy(labels)
+    if labels.ndim == 2 and labels.shape[1] == num_classes:
+        raise ValueError(
+            f"expected integer labels of shape (N,), got {labels.shape}: one-hot rows? "
+            "pass the classes themselves (labels.argmax(axis=-1)); the model one-hot encodes them"
+        )
+    if labels.ndim != 1:
+        raise ValueError(f"expected integer labels of shape (N,), got {tuple(labels.shape)}")
+    if not np.issubdtype(labels.dtype, np.integer):  # bools are not np.integer
+        raise ValueError(
+            f"expected integer labels, got dtype {labels.dtype}; "
+            "convert whole-number labels with labels.astype('int64')"
+        )
+    if len(labels) != n:
+        raise ValueError(f"expected one label per image: {n} images, got {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must be classes 0..{num_classes - 1} (num_classes={num_classes}), "
+            f"got values in [{labels.min()}, {labels.max()}]"
+        )
+    return labels.astype(np.int64)
+
+
+def checked_data(data, check, name="x", part=None):
     """Check what ``fit``/``evaluate`` will read, before it reads anything.
 
     Arrays (NumPy or backend tensors) and ``(x, y)`` tuples are checked
@@ -162,8 +203,10 @@ def checked_data(data, check, name="x"):
 
     Args:
         data: the ``x`` or ``validation_data`` given to ``fit``/``evaluate``.
-        check: a function of NumPy images that raises ValueError.
+        check: a function of what ``part`` takes from a batch that raises ValueError.
         name: how the message names ``data``.
+        part: ``part(batch, where)``, what ``check`` reads of a batch; by default
+            its images (a conditional model reads ``(images, labels)``).
 
     Returns:
         ``data``, or an equivalent generator when ``data`` was one-shot.
@@ -174,11 +217,12 @@ def checked_data(data, check, name="x"):
     """
     if data is None:
         return None
+    part = part or _images_of
     if hasattr(data, "shape") and hasattr(data, "dtype"):
-        _checked(check, data, name)
+        _checked(check, part(data, name), name)
         return data
     if isinstance(data, (tuple, list)):
-        _checked(check, _images_of(data, name), name)
+        _checked(check, part(data, name), name)
         return data
     where = f"the first batch of {name}"
     if inspect.isgenerator(data) or (hasattr(data, "__next__") and iter(data) is data):
@@ -186,7 +230,7 @@ def checked_data(data, check, name="x"):
             first = next(data)
         except StopIteration:
             raise ValueError(f"{name} is an empty generator: it yielded no batch") from None
-        _checked(check, _images_of(first, where), where)
+        _checked(check, part(first, where), where)
         return _prepend(first, data)
     if hasattr(data, "num_batches") and hasattr(data, "__getitem__"):  # keras PyDataset
         first = data[0]
@@ -194,7 +238,7 @@ def checked_data(data, check, name="x"):
         first = next(iter(data))
     else:
         return data  # Keras refuses what it cannot read, in its own words
-    _checked(check, _images_of(first, where), where)
+    _checked(check, part(first, where), where)
     return data
 
 
@@ -208,6 +252,26 @@ def _images_of(batch, where):
             "the loss is the per-example -ELBO averaged over the batch"
         )
     return batch[0]
+
+
+def images_and_labels(batch, where="x"):
+    """``(images, labels)`` of a conditional model's batch: ``(x, y)``, or ``((x, y),)``.
+
+    ``fit(x, y)`` and a stream of ``(x, y)`` batches give the first form,
+    ``fit((x, y))`` the second; the labels are never optional.
+
+    Raises:
+        ValueError: images without labels, or a batch carrying sample weights.
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) == 1:
+        batch = batch[0]
+    _images_of(batch, where)  # refuses (x, y, sample_weight)
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or batch[1] is None:
+        raise ValueError(
+            f"{where} holds images without labels; a conditional model reads each image's "
+            "label: pass fit(x, y), fit((x, y)) or batches (x, y)"
+        )
+    return batch[0], batch[1]
 
 
 def _checked(check, images, where):

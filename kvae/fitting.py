@@ -9,12 +9,13 @@ import dataclasses
 import keras
 
 from kvae import parallel
+from kvae.conditional import NUM_CLASSES, ConditionalVAE
 from kvae.data import load_mnist
 from kvae.models import VAE
 from kvae.networks import build_decoder, build_encoder
-from kvae.samplers import AggregatePosteriorSampler, GaussianMixtureSampler
+from kvae.samplers import AggregatePosteriorSampler, GaussianMixtureSampler, PerClassSampler
 
-__all__ = ["build_vae", "fit", "fit_map", "fit_samplers", "load_data"]
+__all__ = ["build_vae", "fit", "fit_map", "fit_samplers", "load_data", "model_inputs"]
 
 
 def load_data(config):
@@ -27,11 +28,14 @@ def load_data(config):
 
 
 def build_vae(config):
-    """A compiled ``VAE`` with the config's networks, beta, seed and learning rate."""
+    """A compiled ``VAE`` (``ConditionalVAE`` if ``config.conditional``) with the config's
+    networks, beta, seed and learning rate."""
     networks = {"latent_dim": config.latent_dim, "kind": config.kind, "hidden": config.hidden}
-    vae = VAE(
-        build_encoder(**networks), build_decoder(**networks), beta=config.beta, seed=config.seed
-    )
+    model, classes = VAE, {}
+    if config.conditional:
+        model, classes = ConditionalVAE, {"num_classes": NUM_CLASSES}
+    encoder, decoder = build_encoder(**networks, **classes), build_decoder(**networks, **classes)
+    vae = model(encoder, decoder, beta=config.beta, seed=config.seed, **classes)
     vae.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     return vae
 
@@ -47,20 +51,27 @@ def fit(config, data, verbose=1, callbacks=()):
     ``fit`` (``kvae.train`` passes the check for a stop signal).
     """
     keras.utils.set_random_seed(config.seed)  # weights and shuffling; the noise has its own seed
-    x_train, _ = data["train"]
-    x_test, _ = data["test"]
+    x_train, y_train = data["train"]
+    labels = y_train if config.conditional else None  # a VAE trains on the images alone
     # Built inside the scope: variables made outside it would sit on one device only.
     with parallel.data_parallel(config.devices):
         vae = build_vae(config)
         history = vae.fit(
             x_train,
+            labels,
             epochs=config.epochs,
             batch_size=config.batch_size,
-            validation_data=(x_test,),
+            validation_data=model_inputs(config, data["test"]),
             verbose=verbose,
             callbacks=list(callbacks),
         )
     return vae, {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def model_inputs(config, split):
+    """What the run's model reads of ``split = (x, y)``: all of it if conditional, else ``(x,)``."""
+    x, y = split
+    return (x, y) if config.conditional else (x,)
 
 
 def fit_map(config, data, verbose=1, callbacks=()):
@@ -83,10 +94,18 @@ def fit_samplers(vae, data, config):
     """``{"prior": None, "mixture": ..., "aggregate": ...}``, fitted to the training codes.
 
     ``None`` stands for N(0, I) (``VAE.sample``'s default). The mixture has
-    ``config.mixture_components`` full-covariance components; both samplers are
-    seeded with ``config.seed``.
+    ``config.mixture_components`` full-covariance components; the samplers are
+    seeded with ``config.seed``. A conditional run's are
+    ``{"prior": None, "aggregate": ..., "per_class": ...}``: the aggregate
+    posterior of every digit's codes, and one per digit (``PerClassSampler``).
     """
-    x_train, _ = data["train"]
+    x_train, y_train = data["train"]
+    if config.conditional:
+        return {
+            "prior": None,
+            "aggregate": AggregatePosteriorSampler(vae, seed=config.seed).fit(x_train, y_train),
+            "per_class": PerClassSampler(vae, seed=config.seed).fit(x_train, y_train),
+        }
     mixture = GaussianMixtureSampler(vae, config.mixture_components, "full", seed=config.seed)
     aggregate = AggregatePosteriorSampler(vae, seed=config.seed)
     return {"prior": None, "mixture": mixture.fit(x_train), "aggregate": aggregate.fit(x_train)}

@@ -18,6 +18,10 @@ Measures, for a batch of images ``x`` with judge probabilities ``p(y|x)``:
   1 at worst (every image gets the same distribution);
 - ``class_shares``: share of images per predicted class (argmax), and
   ``rarest_class``, the smallest of the ten.
+
+For images drawn for asked digits (a conditional model's), ``asked_score``:
+the share read as the digit asked for, overall and per digit, and the share
+read so with ``p(y|x) >= 0.9``.
 """
 
 import dataclasses
@@ -46,6 +50,20 @@ class Score:
     classifier_score: float
     class_shares: tuple
     rarest_class: float
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AskedScore:
+    """The judge's reading of images drawn for asked digits (see ``asked_score``)."""
+
+    n: int
+    as_asked: float  # share read as the digit asked for
+    per_digit: tuple  # that share among the images asked to be each digit (NaN: none asked)
+    worst_digit: float  # the smallest of per_digit
+    confident_as_asked: float  # share read as the digit asked for with p(y|x) >= CONFIDENT
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -140,6 +158,48 @@ def accuracy(x, labels):
         ValueError: bad images (as ``predict_proba``), or labels that are not
             N integers in 0..9.
     """
+    labels = _checked_labels(x, labels)
+    return float(np.mean(predict_proba(x).argmax(axis=1) == labels))
+
+
+def asked_score(x, asked):
+    """How often images drawn for the digits ``asked`` are read as those digits.
+
+    Example:
+
+    >>> asked = np.arange(2000) % 10
+    >>> s = kvae.judge.asked_score(cvae.sample(2000, asked, seed=0), asked)
+    >>> s.as_asked, s.worst_digit, s.confident_as_asked
+
+    Args:
+        x: images (N, 28, 28, 1) in [0, 1].
+        asked: the digit each was drawn for, N integers in 0..9.
+
+    Returns:
+        an ``AskedScore``.
+
+    Raises:
+        ValueError: bad images (as ``predict_proba``), or labels that are not
+            N integers in 0..9.
+    """
+    asked = _checked_labels(x, asked)
+    p = predict_proba(x)
+    right = p.argmax(axis=1) == asked
+    per_digit = tuple(
+        float(np.mean(right[asked == d])) if np.any(asked == d) else float("nan")
+        for d in range(NUM_CLASSES)
+    )
+    return AskedScore(
+        n=len(p),
+        as_asked=float(np.mean(right)),
+        per_digit=per_digit,
+        worst_digit=float(np.nanmin(per_digit)),
+        confident_as_asked=float(np.mean(right & (p.max(axis=1) >= CONFIDENT))),
+    )
+
+
+def _checked_labels(x, labels):
+    """``labels`` as an integer array, one digit 0..9 per image of ``x``."""
     labels = np.asarray(labels)
     n = np.shape(x)[0] if np.ndim(x) else None
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -148,7 +208,7 @@ def accuracy(x, labels):
         )
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise ValueError(f"labels must be digits 0..9, got [{labels.min()}, {labels.max()}]")
-    return float(np.mean(predict_proba(x).argmax(axis=1) == labels))
+    return labels
 
 
 def reconstruction_accuracy(model, x, labels, batch_size=500):
@@ -156,7 +216,9 @@ def reconstruction_accuracy(model, x, labels, batch_size=500):
 
     Each image is reconstructed through the posterior mean,
     ``model.decode(z_mean)`` (what ``model.predict`` does), and the judge's
-    reading of the reconstruction is compared with the true label.
+    reading of the reconstruction is compared with the true label. A
+    conditional model (one with ``num_classes``) is given the true labels too,
+    so its reconstructions are told which digit to be.
 
     Example:
 
@@ -174,10 +236,9 @@ def reconstruction_accuracy(model, x, labels, batch_size=500):
     Returns:
         a float in [0, 1].
     """
-    check_images(x)
-    reconstructions = model.predict(
-        np.asarray(x, dtype=np.float32), batch_size=batch_size, verbose=0
-    )
+    x = check_images(x)
+    inputs = x if getattr(model, "num_classes", None) is None else (x, np.asarray(labels))
+    reconstructions = model.predict(inputs, batch_size=batch_size, verbose=0)
     return accuracy(np.clip(np.asarray(reconstructions), 0.0, 1.0), labels)
 
 

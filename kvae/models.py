@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from kvae import elbo
+from kvae.backends.batches import unpack_images
 from kvae.callbacks import FirstNonFiniteBatch, StopOnNaN  # noqa: F401  (kvae.models.StopOnNaN)
 from kvae.data import IMAGE_SHAPE, check_images, checked_data
 from kvae.layers import Sampling
@@ -78,17 +79,22 @@ def _image_shape(encoder, decoder):
     return IMAGE_SHAPE
 
 
-def _probe(encoder, decoder):
+def _probe(encoder, decoder, num_classes=None):
     """Run both networks on two blank images; return ``(latent_dim, image_shape)``.
 
     Checks, with the expected and received shapes, what the model relies on:
     the encoder returns ``[z_mean, z_log_var]`` of equal shape (B, D), and the
     decoder returns image-shaped logits (the encoder's input shape). Unknown
-    sides (``Input((None, None, 1))``) are probed at MNIST's 28x28.
+    sides (``Input((None, None, 1))``) are probed at MNIST's 28x28. With
+    ``num_classes`` (a conditional model) each network also takes the one-hot
+    label, (B, num_classes), as its second input.
     """
     image_shape = _image_shape(encoder, decoder)
     concrete = _concrete(image_shape)
-    outputs = encoder(np.zeros((2, *concrete), "float32"))
+    label = [] if num_classes is None else [np.zeros((2, num_classes), "float32")]
+    _check_inputs(encoder, "encoder", "images", num_classes)
+    images = np.zeros((2, *concrete), "float32")
+    outputs = encoder([images, *label] if label else images)
     if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
         shapes = (
             [_static_shape(t) for t in outputs]
@@ -106,7 +112,9 @@ def _probe(encoder, decoder):
             "expected the encoder's z_mean and z_log_var to have the same shape "
             f"(batch, latent_dim); received {mean_shape} and {log_var_shape}"
         )
-    logits = decoder(np.zeros(mean_shape, "float32"))
+    _check_inputs(decoder, "decoder", "z", num_classes)
+    z = np.zeros(mean_shape, "float32")
+    logits = decoder([z, *label] if label else z)
     received = _static_shape(logits)
     if received != (2, *concrete):
         raise ValueError(
@@ -116,6 +124,28 @@ def _probe(encoder, decoder):
         )
     _refuse_probabilities(decoder)
     return mean_shape[1], image_shape
+
+
+def _check_inputs(network, role, first, num_classes):
+    """A functional network takes ``first`` alone (a VAE's) or ``[first, y]`` (a conditional's).
+
+    A subclassed network declares no inputs: calling it will say what is wrong.
+    """
+    inputs = getattr(network, "inputs", None)
+    if not isinstance(inputs, (list, tuple)):
+        return
+    if num_classes is None and len(inputs) != 1:
+        raise ValueError(
+            f"expected the {role} to take one input, {first}; it takes {len(inputs)}. "
+            f"A conditional {role} (num_classes=...) belongs in a kvae.ConditionalVAE."
+        )
+    if num_classes is not None and (len(inputs) != 2 or inputs[1].shape[-1] != num_classes):
+        received = [_static_shape(t) for t in inputs]
+        raise ValueError(
+            f"expected the {role} of a conditional model to take two inputs, [{first}, y] with "
+            f"y the one-hot label (batch, {num_classes}); received inputs {received}. Build it "
+            f"with kvae.build_{role}(..., num_classes={num_classes})."
+        )
 
 
 def _refuse_probabilities(decoder):
@@ -145,15 +175,20 @@ class LatentModel(TrainStep, keras.Model):
     A subclass may own state: weights and layers created in its ``__init__``
     after ``super().__init__(...)`` (a learned likelihood scale, say) are
     tracked, trained and saved like the networks'.
+
+    ``compute_terms`` receives what ``unpack(batch)`` returns: the images here;
+    ``(images, labels)`` for ``kvae.ConditionalVAE``, whose ``num_classes``
+    (None here) also makes the networks take the one-hot label.
     """
 
     metric_names = ("loss", "reconstruction_loss")
+    num_classes = None  # unconditional: the networks see images and codes only
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        self.latent_dim, self.image_shape = _probe(encoder, decoder)
+        self.latent_dim, self.image_shape = _probe(encoder, decoder, self.num_classes)
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
@@ -182,6 +217,10 @@ class LatentModel(TrainStep, keras.Model):
     def reset_metrics(self):
         super().reset_metrics()
         self.nonfinite.reset_state()
+
+    def unpack(self, data):
+        """What ``compute_terms`` reads of a batch: its images (labels are ignored)."""
+        return unpack_images(data)
 
     def metric_inputs(self, terms):
         """What each metric, and the NaN tracker, is updated with: its term, by name."""
@@ -317,7 +356,7 @@ class LatentModel(TrainStep, keras.Model):
                 f"{type(self).__name__}.compile(optimizer=...) first, then fit()."
             )
         _refuse_weights(kwargs)
-        x = self._checked(x)
+        x = self._checked(x, labels=y)
         validation_data = self._checked(validation_data, "validation_data")
         callbacks = _with_nan_stop(callbacks, self)
         if not self.trainable_variables:
@@ -369,17 +408,17 @@ class LatentModel(TrainStep, keras.Model):
 
     def evaluate(self, x=None, y=None, **kwargs):
         _refuse_weights(kwargs)
-        return super().evaluate(self._checked(x), y, **kwargs)
+        return super().evaluate(self._checked(x, labels=y), y, **kwargs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, **kwargs):
         """``keras.Model.train_on_batch`` after the same checks as ``fit``."""
         _refuse_weights({"sample_weight": sample_weight, "class_weight": class_weight})
-        return super().train_on_batch(self._checked(x), y, **kwargs)
+        return super().train_on_batch(self._checked(x, labels=y), y, **kwargs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
         """``keras.Model.test_on_batch`` after the same checks as ``evaluate``."""
         _refuse_weights({"sample_weight": sample_weight})
-        return super().test_on_batch(self._checked(x), y, **kwargs)
+        return super().test_on_batch(self._checked(x, labels=y), y, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kw):
         """``keras.Model.export``, serving ``call``: images -> reconstructions.
@@ -395,7 +434,8 @@ class LatentModel(TrainStep, keras.Model):
             filepath, format=format, verbose=verbose, input_signature=input_signature, **kw
         )
 
-    def _checked(self, data, name="x"):
+    def _checked(self, data, name="x", labels=None):
+        """``data`` after checking its images; ``labels`` (``fit``'s ``y``) are not read."""
         return checked_data(
             data, lambda images: check_images(images, self.likelihood, self.image_shape), name
         )
@@ -414,6 +454,11 @@ class LatentModel(TrainStep, keras.Model):
         for name in ("encoder", "decoder"):
             config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
+
+
+def _bernoulli_draw(means, rng):
+    """One {0, 1} image per Bernoulli mean image, from ``rng``."""
+    return (rng.random(means.shape) < means).astype("float32")
 
 
 def _asks_for_something(value):
@@ -603,6 +648,16 @@ class VAE(LatentModel):
         z_mean, z_log_var = self.encoder(x, training=training)  # (B, D) each
         z = self.sampling(z_mean, z_log_var)  # one sample per example
         reconstruction = self.reconstruction(x, z, training)  # (B,) float32
+        return self.objective(reconstruction, z_mean, z_log_var)
+
+    def objective(self, reconstruction, z_mean, z_log_var):
+        """``(loss, terms)`` from term 1 and q(z|x): ``reconstruction + beta * KL``.
+
+        The KL is the closed form against the prior N(0, I) (``kvae.elbo``),
+        floored per dimension by ``free_bits`` in the loss only; ``terms``
+        holds the per-example (B,) ``loss``, ``reconstruction_loss`` and the
+        true ``kl_loss``.
+        """
         kl_per_dim = elbo.prior_kl_per_dim(z_mean, z_log_var)  # (B, D) float32
         kl = ops.sum(kl_per_dim, axis=-1)
         penalised = kl
@@ -640,6 +695,13 @@ class VAE(LatentModel):
                 ``MAX_SAMPLE_BYTES`` (1 GiB) per call, or the sampler's
                 output not of shape (n, latent_dim).
         """
+        n = self._sample_count(n)
+        rng = np.random.default_rng(seed)
+        means = self._decoded(self._latents(n, sampler, seed, rng))
+        return _bernoulli_draw(means, rng) if binary else means
+
+    def _sample_count(self, n):
+        """``n`` as an int, if it is a positive integer whose images fit in one call."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         image_bytes = 4 * math.prod(_concrete(self.image_shape))  # float32
@@ -649,26 +711,32 @@ class VAE(LatentModel):
                 f"{n * image_bytes / 1e9:,.1f} GB; one call returns at most "
                 f"{MAX_SAMPLE_BYTES // image_bytes:,} (1 GiB): draw them in several calls"
             )
-        rng = np.random.default_rng(seed)
+        return int(n)
+
+    def _latents(self, n, sampler, seed, rng, labels=None):
+        """(n, latent_dim) float32 codes: N(0, I) from ``rng``, or the sampler's.
+
+        A sampler whose ``per_class`` is true draws each code for its label:
+        ``sample_latents(n, seed=seed, labels=labels)``.
+        """
         if sampler is None:
-            z = rng.standard_normal((int(n), self.latent_dim))
-        else:
-            z = np.asarray(sampler.sample_latents(int(n), seed=seed))
-            if z.shape != (n, self.latent_dim):
-                raise ValueError(
-                    f"expected sampler.sample_latents({n}) to return shape "
-                    f"({n}, {self.latent_dim}), got {z.shape}"
-                )
-        z = z.astype("float32")
-        means = np.concatenate(
-            [
-                np.asarray(ops.convert_to_numpy(self.decode(z[start : start + DECODE_BATCH])))
-                for start in range(0, len(z), DECODE_BATCH)
-            ]
-        ).astype("float32")
-        if binary:
-            return (rng.random(means.shape) < means).astype("float32")
-        return means
+            return rng.standard_normal((n, self.latent_dim)).astype("float32")
+        asked = {"labels": labels} if getattr(sampler, "per_class", False) else {}
+        z = np.asarray(sampler.sample_latents(n, seed=seed, **asked))
+        if z.shape != (n, self.latent_dim):
+            raise ValueError(
+                f"expected sampler.sample_latents({n}) to return shape "
+                f"({n}, {self.latent_dim}), got {z.shape}"
+            )
+        return z.astype("float32")
+
+    def _decoded(self, z, *labels):
+        """``decode(z, *labels)`` as float32 NumPy, ``DECODE_BATCH`` codes per call."""
+        parts = []
+        for start in range(0, len(z), DECODE_BATCH):
+            batch = (values[start : start + DECODE_BATCH] for values in (z, *labels))
+            parts.append(np.asarray(ops.convert_to_numpy(self.decode(*batch))))
+        return np.concatenate(parts).astype("float32")
 
     def get_config(self):
         return {

@@ -78,6 +78,11 @@ LABELS = {
         "map": "2-D companion model",
         "tradeoff": "reconstruction and KL against beta",
         "rd_curve": "rate-distortion curve",
+        "asked": "digit asked for",
+        "style": "style: one code per row",
+        "digit_styles": r"every digit in the styles of codes from $\mathcal{N}(0, I)$",
+        "same_style": "same style, every digit: each test digit's code, decoded as each digit",
+        "test_digit": "test digit",
     },
     "ko": {
         "z1": "$z_1$",
@@ -105,6 +110,11 @@ LABELS = {
         "map": "함께 학습한 2차원 모델",
         "tradeoff": "베타에 따른 재구성 오차와 KL",
         "rd_curve": "레이트-왜곡 곡선",
+        "asked": "요청한 숫자",
+        "style": "스타일: 행마다 코드 하나",
+        "digit_styles": r"$\mathcal{N}(0, I)$에서 뽑은 코드의 스타일로 쓴 모든 숫자",
+        "same_style": "같은 스타일, 모든 숫자: 테스트 숫자의 코드를 각 숫자로 디코딩",
+        "test_digit": "테스트 숫자",
     },
 }
 
@@ -283,6 +293,68 @@ def sampler_samples(decode, codes, lang="en"):
         image_grid(_array(decode(z)), ncols=ncols, ax=ax, title=text.get(name, name))
     fig.tight_layout()
     return fig
+
+
+def digit_grid(images, ax=None, lang="en", title=None):
+    """Images of a conditional model: one column per digit asked for, one row per style.
+
+    Args:
+        images: (rows, digits, 28, 28, 1) in [0, 1]; ``images[r, d]`` is digit
+            ``d`` decoded from row ``r``'s code, the same code along a row.
+    """
+    text = labels(lang)
+    images = _array(images)
+    rows, digits = images.shape[:2]
+    fig, ax = _axes(ax, (digits * 0.6, rows * 0.6 + 1.0))
+    _digit_columns(ax, images, text)
+    ax.set_ylabel(text["style"])
+    ax.set_title(title or text["digit_styles"])
+    return fig
+
+
+def same_style(originals, images, lang="en"):
+    """Real digits (left) and each one's code decoded as every digit (right), row by row.
+
+    Args:
+        originals: (rows, 28, 28, 1) in [0, 1].
+        images: (rows, digits, 28, 28, 1): ``images[r, d]`` is ``originals[r]``'s
+            code (encoded with its own label) decoded with label ``d``.
+    """
+    text = labels(lang)
+    images = _array(images)
+    rows, digits = images.shape[:2]
+    fig, (left, right) = plt.subplots(
+        1,
+        2,
+        figsize=((digits + 1) * 0.6 + 0.4, rows * 0.6 + 1.2),
+        gridspec_kw={"width_ratios": [1, digits]},
+        layout="constrained",
+    )
+    left.imshow(_tile(_array(originals), 1), cmap="gray_r", vmin=0, vmax=1)
+    left.set_xticks([])
+    left.set_yticks([])
+    left.set_xlabel(text["test_digit"])
+    left.xaxis.set_label_position("top")
+    _digit_columns(right, images, text)
+    fig.suptitle(text["same_style"])
+    return fig
+
+
+def _digit_columns(ax, images, text):
+    """Draw ``images`` (rows, digits, H, W, 1) as one mosaic, each column headed by its digit."""
+    rows, digits, height, width = images.shape[:4]
+    ax.imshow(
+        _tile(images.reshape(rows * digits, *images.shape[2:]), digits),
+        cmap="gray_r",
+        vmin=0,
+        vmax=1,
+    )
+    ax.set_xticks((np.arange(digits) + 0.5) * width - 0.5, [str(d) for d in range(digits)])
+    ax.xaxis.tick_top()
+    ax.set_xlabel(text["asked"])
+    ax.xaxis.set_label_position("top")
+    ax.set_yticks([])
+    ax.tick_params(length=0)
 
 
 def loss_curves(history, ax=None, lang="en", title=None):

@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from kvae import rundir
+from kvae.config import DIGITS
 from kvae.evaluate import SAMPLERS, encode
 from kvae.fitting import fit_samplers
 
@@ -30,6 +31,7 @@ __all__ = [
 
 INTERPOLATION_DIGITS = (1, 7)  # two classes with different strokes: the strip shows a morph
 FIGURE_SAMPLES = 64  # images per sampler in the samples figure: an 8 x 8 grid each
+STYLES = 8  # rows of a conditional run's figures: codes (styles), each written as every digit
 
 NATS_COLUMNS = ("beta", "reconstruction", "kl", "elbo", "mean_sigma")  # two decimals
 # The judge's reading of each beta's model (see kvae.evaluate.judge_metrics): shares and scores.
@@ -53,12 +55,24 @@ def draw_figures(vae, data, history, folder, config, lang="en", samplers=None, m
     ``latent_dim == 2``, else the 2-D companion's (``map_vae``), drawn with its
     scatter as ``map_latent_scatter``. ``samples`` decodes codes from N(0, I)
     beside codes from the mixture fitted to the training codes.
+
+    A conditional run (``config.conditional``) draws its own set instead
+    (``conditional_figures``).
     """
     from kvae import plots  # matplotlib only when figures are drawn
 
     folder = pathlib.Path(folder)
     rundir.check_figures_folder(folder)  # never draw through a link someone put there
     folder.mkdir(parents=True, exist_ok=True)
+    if config.conditional:
+        figures = conditional_figures(plots, vae, data, history, config, lang, map_vae)
+    else:
+        figures = vae_figures(plots, vae, data, history, config, lang, samplers, map_vae)
+    return [save_figure(draw(), folder / f"{name}.png") for name, draw in figures.items()]
+
+
+def vae_figures(plots, vae, data, history, config, lang, samplers, map_vae):
+    """A VAE run's figures, ``{name: function drawing it}`` (see ``draw_figures``)."""
     x_test, y_test = data["test"]
     decode = decoder_fn(vae)
     z_mean, z_log_var = encode(vae, x_test)
@@ -97,7 +111,50 @@ def draw_figures(vae, data, history, folder, config, lang="en", samplers=None, m
         figures["latent_grid"] = lambda: plots.latent_grid(
             decoder_fn(map_vae), lang=lang, title=f"{map_title}: " + plots.labels(lang)["grid"]
         )
-    return [save_figure(draw(), folder / f"{name}.png") for name, draw in figures.items()]
+    return figures
+
+
+def conditional_figures(plots, vae, data, history, config, lang, map_vae):
+    """A conditional run's figures, ``{name: function drawing it}``.
+
+    ``samples``: every digit (columns) in ``STYLES`` styles (rows), the codes
+    drawn from N(0, I) with ``config.seed``, one code along a row.
+    ``same_style``: the first ``STYLES`` test digits, each encoded with its
+    own label and decoded with each of the ten. Beside them the loss curves,
+    reconstructions (given the true labels) and the codes' scatter, coloured
+    by digit: the label holds the digit, so the codes need not sort by it.
+    """
+    x_test, y_test = data["test"]
+    z_mean, z_log_var = encode(vae, x_test, y_test)
+    styles = np.random.default_rng(config.seed).standard_normal((STYLES, config.latent_dim))
+    x_styles, y_styles = x_test[:STYLES], y_test[:STYLES]
+    test_codes = encode(vae, x_styles, y_styles)[0]
+    figures = {
+        "loss_curves": lambda: plots.loss_curves(history, lang=lang),
+        "reconstructions": lambda: plots.reconstructions(
+            x_test[:10], vae.predict((x_test[:10], y_test[:10]), verbose=0), lang=lang
+        ),
+        "latent_scatter": lambda: plots.latent_scatter(z_mean, y_test, z_log_var, lang=lang),
+        "samples": lambda: plots.digit_grid(every_digit(vae, styles), lang=lang),
+        "same_style": lambda: plots.same_style(x_styles, every_digit(vae, test_codes), lang=lang),
+    }
+    if map_vae is not None:
+        map_z_mean, map_z_log_var = encode(map_vae, x_test, y_test)
+        map_title = plots.labels(lang)["map"]
+        figures["map_latent_scatter"] = lambda: plots.latent_scatter(
+            map_z_mean,
+            y_test,
+            map_z_log_var,
+            lang=lang,
+            title=f"{map_title}: " + plots.labels(lang)["latent"],
+        )
+    return figures
+
+
+def every_digit(vae, z):
+    """Each code of ``z`` (rows, D) decoded as every digit: NumPy (rows, 10, 28, 28, 1)."""
+    z = np.asarray(z, dtype="float32")
+    return np.stack([_numpy(vae.decode(z, digit)) for digit in range(DIGITS)], axis=1)
 
 
 def decoder_fn(vae):

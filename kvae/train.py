@@ -22,6 +22,14 @@ again, under whichever backend Keras is running on. A run folder holds::
                     from the mixture
     kvae-run.json   the run's id and the list of files above (see kvae.rundir)
 
+A conditional run (``TrainConfig.conditional``, ``kvae train --conditional``)
+holds the same files for a ``kvae.ConditionalVAE``; its ``config.json`` says
+``"conditional": true``, its ``metrics.json`` adds the judge's reading of
+digits asked for (``kvae.evaluate.judge_metrics``), and its figures are the
+loss curves, reconstructions, latent scatter, ``samples.png`` (every digit in
+several styles) and ``same_style.png`` (test digits' styles written as every
+digit).
+
 Why the run sits in a module of its own: ``train_and_evaluate`` calls fitting
 (``kvae.fitting``), evaluation (``kvae.evaluate``) and the figures and tables
 (``kvae.report``) inside a folder from ``kvae.rundir``. Placed in any one of
@@ -189,7 +197,8 @@ def redraw_figures(run_dir, lang="en"):
 
 
 def check_model(vae, path, config, latent_dim):
-    """Refuse a model that ``config.json`` does not describe: latent size, kind, hidden widths.
+    """Refuse a model that ``config.json`` does not describe: conditional or not, latent size,
+    kind, hidden widths.
 
     The kind and widths are read from the encoder's layers (``kvae.networks``
     builds them): Conv2D layers make it ``"conv"``, and the Dense layers before
@@ -201,7 +210,8 @@ def check_model(vae, path, config, latent_dim):
     layers = vae.encoder.layers
     convolutional = any(isinstance(layer, keras.layers.Conv2D) for layer in layers)
     found = {
-        "latent_dim": vae.decoder.input_shape[-1],
+        "conditional": getattr(vae, "num_classes", None) is not None,
+        "latent_dim": vae.latent_dim,
         "kind": "conv" if convolutional else "mlp",
         "hidden": tuple(
             layer.units
@@ -209,7 +219,12 @@ def check_model(vae, path, config, latent_dim):
             if isinstance(layer, keras.layers.Dense) and layer.name not in ("z_mean", "z_log_var")
         ),
     }
-    expected = {"latent_dim": latent_dim, "kind": config.kind, "hidden": tuple(config.hidden)}
+    expected = {
+        "conditional": config.conditional,
+        "latent_dim": latent_dim,
+        "kind": config.kind,
+        "hidden": tuple(config.hidden),
+    }
     for key, value in expected.items():
         if found[key] != value:
             raise ConfigError(

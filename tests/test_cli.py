@@ -565,6 +565,9 @@ def test_help_shows_the_config_defaults():
     defaults = TrainConfig()
     widths = " ".join(map(str, defaults.hidden))
     assert f"hidden layer widths (default {widths})" in text
+    assert "size of z; 2 can be drawn whole (default 16; 2 with --conditional)" in text
+    assert "passes over the training digits (default 30; 60 with --conditional)" in text
+    assert "--conditional train a conditional VAE" in text
     assert (
         f"Gaussian mixture fitted to the training codes (default {defaults.mixture_components})"
         in text
@@ -800,3 +803,81 @@ def test_figures_refuses_a_2d_companion_that_is_not_2d(run_copy):
     """Item 10: model_2d.keras is validated: a 16-D model in its place is one line."""
     shutil.copyfile(run_copy / "model.keras", run_copy / "model_2d.keras")
     assert_usage_error(kvae("figures", run_copy), "model_2d.keras", "latent_dim")
+
+
+# --- issue 21: kvae train --conditional -------------------------------------------------------
+
+CONDITIONAL_FIGURES = ("loss_curves", "reconstructions", "latent_scatter", "samples", "same_style")
+CONDITIONAL_SAMPLERS = ("prior", "aggregate", "per_class")
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    """A short conditional run on this pass's backend: a 2-D code by default."""
+    out = tmp_path_factory.mktemp("conditional") / "run"
+    result = kvae("train", "--conditional", *QUICK, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+@pytest.mark.slow
+def test_a_conditional_run_writes_its_folder_and_the_judge_s_reading(conditional_run):
+    out, stdout = conditional_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["conditional"] is True and config["latent_dim"] == 2
+    for name in ("model.keras", "config.json", "history.json", "history.csv", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "model_2d.keras").exists()  # a 2-D code is drawn whole
+    assert {p.stem for p in (out / "figures").iterdir()} == set(CONDITIONAL_FIGURES)
+    for name in CONDITIONAL_FIGURES:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, name
+    metrics = read_metrics(out)
+    assert metrics["backend"] == BACKEND and metrics["conditional_sampler"] == "per_class"
+    assert -COIN_FLIP_NATS < metrics["elbo"] < 0 and metrics["iw_log_px"] >= metrics["iw_elbo"]
+    assert 0.0 <= metrics["reconstruction_accuracy"] <= 1.0 and metrics["judge_samples"] == 200
+    for name in CONDITIONAL_SAMPLERS:
+        per_digit = metrics[f"{name}_as_asked_per_digit"]
+        assert len(per_digit) == 10 and all(0.0 <= share <= 1.0 for share in per_digit), name
+        # 20 asks per digit: the overall share is the mean of the ten.
+        assert metrics[f"{name}_as_asked"] == pytest.approx(sum(per_digit) / 10), name
+        assert metrics[f"{name}_as_asked_worst"] == min(per_digit), name
+        assert 0.0 <= metrics[f"{name}_confident_as_asked"] <= metrics[f"{name}_as_asked"], name
+        assert 1.0 - 1e-9 <= metrics[f"{name}_score"] <= 10.0 + 1e-9, name
+    assert "mixture_confident" not in metrics and "mixture_components" not in metrics
+    assert rundir.read_marker(out)["files"] == [
+        f for f in rundir.written_files(out) if f != rundir.MARKER_FILE
+    ]
+    line = next(line for line in stdout.splitlines() if "samples from N(0, I)" in line)
+    assert f"as asked {metrics['prior_as_asked']:.1%}" in line, line
+    assert "(given their labels)" in stdout and "log p(x|y) >= " in stdout
+    assert "the run's sampler (kvae.config.CONDITIONAL_SAMPLER): samples from the asked" in stdout
+
+
+@pytest.mark.slow
+def test_a_conditional_run_s_reading_repeats_from_the_saved_model(conditional_run):
+    import numpy as np
+
+    from kvae import judge
+
+    out, _ = conditional_run
+    metrics = read_metrics(out)
+    cvae = keras.saving.load_model(out / "model.keras")
+    assert type(cvae).__name__ == "ConditionalVAE"
+    asked = np.arange(200) % 10
+    score = judge.asked_score(cvae.sample(200, asked, seed=0), asked)
+    assert metrics["prior_as_asked"] == pytest.approx(score.as_asked, abs=2 / 200)
+    assert metrics["prior_as_asked_worst"] == pytest.approx(score.worst_digit, abs=2 / 20)
+
+
+@pytest.mark.slow
+def test_figures_redraws_a_conditional_run_under_another_backend(conditional_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(conditional_run[0], copy)
+    shutil.rmtree(copy / "figures")
+    result = kvae("figures", copy, "--backend", OTHER_BACKEND, "--lang", "ko")
+    assert result.returncode == 0, result.stderr
+    assert {p.stem for p in (copy / "figures").iterdir()} == set(CONDITIONAL_FIGURES)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "conditional": False}))
+    assert_usage_error(kvae("figures", copy), "contradicts", "conditional")

@@ -42,6 +42,7 @@ from kvae.config import ConfigError, TrainConfig
         ("devices", 0, ["devices", "0"]),
         ("devices", config.MAX_DEVICES + 1, ["devices", "60000", "60001"]),
         ("devices", 2.0, ["devices", "2.0"]),
+        ("conditional", 1, ["conditional", "True or False", "1"]),
     ],
 )
 def test_out_of_range_values_are_refused_with_their_field(field, value, words):
@@ -69,6 +70,27 @@ def test_the_bounds_themselves_are_accepted():
     )
     assert judged.judge_samples == 100_000 and judged.map_epochs == 0
     assert TrainConfig(train_size=7, mixture_components=7).mixture_components == 7
+
+
+def test_each_kind_of_model_has_its_own_code_size_and_epochs_by_default():
+    vae, conditional = TrainConfig(), TrainConfig(conditional=True)
+    assert (vae.latent_dim, vae.epochs) == (16, 30)
+    assert (conditional.latent_dim, conditional.epochs) == (2, 60)
+    assert config.CONDITIONAL_DEFAULTS == {"latent_dim": 2, "epochs": 60}
+    given = TrainConfig(conditional=True, latent_dim=16, epochs=3)
+    assert (given.latent_dim, given.epochs) == (16, 3)
+    assert dataclasses.asdict(conditional)["latent_dim"] == 2  # config.json holds the number
+    assert dataclasses.replace(conditional, seed=1).epochs == 60
+    old = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k != "conditional"}
+    assert TrainConfig.from_dict(old).conditional is False  # a run from before the option
+    assert config.defaults()["latent_dim"] == 16 and config.defaults()["epochs"] == 30
+
+
+def test_a_conditional_run_asks_for_every_digit_at_least_once():
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(conditional=True, judge_samples=9)
+    assert raised.value.field == "judge_samples" and "at least 10" in str(raised.value)
+    assert TrainConfig(judge_samples=9).judge_samples == 9
 
 
 def test_a_mixture_needs_a_training_code_per_component():

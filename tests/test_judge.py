@@ -152,3 +152,23 @@ def test_score_proba_refuses_what_is_not_probabilities(p, words):
     with pytest.raises(ValueError) as raised:
         judge.score_proba(p)
     assert words in str(raised.value)
+
+
+def test_asked_score_reads_how_often_the_asked_digit_was_drawn(mnist_test):
+    x, y = mnist_test
+    right = judge.asked_score(x, y)  # real digits, asked for what they are
+    p = judge.predict_proba(x)
+    assert right.n == 2000 and right.as_asked == pytest.approx(judge.accuracy(x, y))
+    expected = [np.mean(p[y == d].argmax(axis=1) == d) for d in range(10)]
+    np.testing.assert_allclose(right.per_digit, expected)
+    assert right.worst_digit == min(expected) > 0.9
+    confident = np.mean((p.argmax(axis=1) == y) & (p.max(axis=1) >= judge.CONFIDENT))
+    assert right.confident_as_asked == pytest.approx(confident)
+    wrong = judge.asked_score(x, (y + 1) % 10)  # every digit asked for as the next one
+    assert wrong.as_asked < 0.05 and wrong.confident_as_asked <= wrong.as_asked
+    only_sevens = judge.asked_score(x[y == 7], y[y == 7])
+    assert (
+        np.isnan(only_sevens.per_digit[0]) and only_sevens.worst_digit == only_sevens.per_digit[7]
+    )
+    with pytest.raises(ValueError, match="labels must be digits 0..9"):
+        judge.asked_score(x[:3], np.array([0, 1, 10]))

@@ -1,6 +1,8 @@
 """kvae.VAE does what a Keras user expects of a model, under whichever backend runs.
 
 Small MLPs (hidden=(64,)) on a few hundred real digits keep each test short.
+Tests marked ``both`` run for ``kvae.ConditionalVAE`` too, on the same digits
+with their labels: ``args``/``data`` give each model what it reads.
 """
 
 import os
@@ -22,14 +24,36 @@ BATCH = 32  # 8 batches per epoch of DIGITS
 GROUPINGS = [1] if BACKEND == "torch" else [1, 4]
 
 
-def make_vae(beta=1.0, seed=0, optimizer=None, steps_per_execution=None, **kwargs):
+MODELS = ["VAE", "ConditionalVAE"]
+both = pytest.mark.parametrize("model", MODELS)  # the contract holds for each model
+
+
+def networks(model="VAE", hidden=(64,)):
+    """A fresh 2-D encoder and decoder for ``model``: a ConditionalVAE's take the label too."""
+    classes = {"num_classes": 10} if model == "ConditionalVAE" else {}
+    encoder = kvae.build_encoder(2, hidden=hidden, **classes)
+    return encoder, kvae.build_decoder(2, hidden=hidden, **classes)
+
+
+def make_vae(model="VAE", beta=1.0, seed=0, optimizer=None, steps_per_execution=None, **kwargs):
     keras.utils.set_random_seed(seed)
-    encoder = kvae.build_encoder(2, hidden=(64,))
-    decoder = kvae.build_decoder(2, hidden=(64,))
-    vae = kvae.VAE(encoder, decoder, beta=beta, seed=seed, **kwargs)
+    vae = getattr(kvae, model)(*networks(model), beta=beta, seed=seed, **kwargs)
     grouping = {} if steps_per_execution is None else {"steps_per_execution": steps_per_execution}
     vae.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **grouping)
     return vae
+
+
+def args(vae, pair, n=None):
+    """What ``vae`` is given positionally (``fit``, ``evaluate``, ``encode``): ``(x,)``, or
+    ``(x, y)`` for a ConditionalVAE; the first ``n`` of ``pair = (x, y)``."""
+    x, y = (part[:n] for part in pair)
+    return (x, y) if isinstance(vae, kvae.ConditionalVAE) else (x,)
+
+
+def data(vae, pair, n=None):
+    """What ``vae`` reads as one argument (``compute_terms``, a stream): ``x`` or ``(x, y)``."""
+    given = args(vae, pair, n)
+    return given if len(given) == 2 else given[0]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +64,16 @@ def digits(mnist_train):
 @pytest.fixture(scope="module")
 def held_out(mnist_test):
     return mnist_test[0][:128]
+
+
+@pytest.fixture(scope="module")
+def train_pair(mnist_train):
+    return mnist_train[0][:DIGITS], mnist_train[1][:DIGITS]
+
+
+@pytest.fixture(scope="module")
+def held_out_pair(mnist_test):
+    return mnist_test[0][:128], mnist_test[1][:128]
 
 
 class CountBatches(keras.callbacks.Callback):
@@ -73,11 +107,13 @@ class BetaPerEpoch(keras.callbacks.Callback):
         self.model.beta = self.betas[epoch]
 
 
-def test_beta_set_by_a_callback_or_between_fits_is_used_and_saved(digits, held_out):
+@both
+def test_beta_set_by_a_callback_or_between_fits_is_used_and_saved(model, train_pair, held_out_pair):
     betas = [0.0, 3.0, 0.5]
-    vae = make_vae()
+    vae = make_vae(model)
+    held_out = data(vae, held_out_pair)
     history = vae.fit(
-        digits,
+        *args(vae, train_pair),
         epochs=3,
         batch_size=BATCH,
         validation_data=held_out,
@@ -88,10 +124,13 @@ def test_beta_set_by_a_callback_or_between_fits_is_used_and_saved(digits, held_o
     assert_identity(history, betas, prefix="val_")
     assert vae.beta == 0.5 and vae.get_config()["beta"] == 0.5
     vae.beta = np.float32(50)  # a NumPy scalar, between fits
-    again = vae.fit(digits, epochs=1, batch_size=BATCH, validation_data=held_out, verbose=0)
+    again = vae.fit(
+        *args(vae, train_pair), epochs=1, batch_size=BATCH, validation_data=held_out, verbose=0
+    )
     assert_identity(again.history, [50.0])
     assert_identity(again.history, [50.0], prefix="val_")
-    assert_identity(vae.evaluate(held_out, verbose=0, return_dict=True), 50.0)
+    logs = vae.evaluate(*args(vae, held_out_pair), verbose=0, return_dict=True)
+    assert_identity(logs, 50.0)
     assert vae.get_config()["beta"] == 50.0
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got True"):
         vae.beta = True
@@ -129,13 +168,15 @@ SCHEDULES = {  # name: (callback, beta at global step s as the paper defines it)
 }
 
 
+@both
 @pytest.mark.parametrize("grouping", GROUPINGS)
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
-def test_annealing_takes_effect_at_the_next_call(digits, schedule, grouping):
+def test_annealing_takes_effect_at_the_next_call(model, train_pair, schedule, grouping):
     make_callback, beta_at = SCHEDULES[schedule]
-    vae = make_vae(steps_per_execution=grouping)
+    vae = make_vae(model, steps_per_execution=grouping)
     groups = GroupLogs()
-    vae.fit(digits, epochs=2, batch_size=BATCH, callbacks=[make_callback(), groups], verbose=0)
+    callbacks = [make_callback(), groups]
+    vae.fit(*args(vae, train_pair), epochs=2, batch_size=BATCH, callbacks=callbacks, verbose=0)
     assert len(groups.groups) == 16 // grouping
     steps = np.array([step for step, _ in groups.groups])
     loss, reconstruction, kl = (
@@ -160,27 +201,27 @@ def test_schedules_refuse_bad_arguments():
             make()
 
 
-def test_free_bits_floor_the_loss_but_not_the_reported_kl(digits, held_out):
+@both
+def test_free_bits_floor_the_loss_but_not_the_reported_kl(model, train_pair, held_out_pair):
     floor = 0.5  # nats per dimension: above an untrained encoder's per-dimension KL
-    vae = make_vae(beta=2.0, free_bits=np.float64(floor))
-    x = held_out[:64]
-    loss, terms = vae.compute_terms(x)
+    vae = make_vae(model, beta=2.0, free_bits=np.float64(floor))
+    loss, terms = vae.compute_terms(data(vae, held_out_pair, 64))
     reconstruction, kl, logged_loss, loss = to_numpy(
         terms["reconstruction_loss"], terms["kl_loss"], terms["loss"], loss
     )
-    z_mean, z_log_var = to_numpy(*vae.encode(x))
+    z_mean, z_log_var = to_numpy(*vae.encode(*args(vae, held_out_pair, 64)))
     kl_per_dim = 0.5 * (z_mean**2 + np.exp(z_log_var) - 1 - z_log_var)  # (64, 2)
     np.testing.assert_allclose(kl, kl_per_dim.sum(-1), rtol=1e-4)  # the true KL
     floored = np.maximum(kl_per_dim.mean(0), floor).sum()
     np.testing.assert_allclose(loss, reconstruction.mean() + 2.0 * floored, rtol=1e-5)
     np.testing.assert_allclose(logged_loss.mean(), loss, rtol=1e-5)
     assert loss - (reconstruction + 2.0 * kl).mean() > 0.5  # the floor binds here
-    clone = kvae.VAE.from_config(vae.get_config())
+    clone = type(vae).from_config(vae.get_config())
     assert clone.free_bits == floor and clone.beta == 2.0
-    history = vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0).history
+    history = vae.fit(*args(vae, train_pair), epochs=1, batch_size=BATCH, verbose=0).history
     assert np.isfinite(history["loss"][0])
     with pytest.raises(ValueError, match="free_bits must be a finite number >= 0"):
-        make_vae(free_bits=-1.0)
+        make_vae(model, free_bits=-1.0)
 
 
 # 2. summary ---------------------------------------------------------------------------
@@ -192,11 +233,12 @@ def summary_text(model):
     return "\n".join(lines)
 
 
-def test_summary_before_and_after_fit_and_evaluate(digits):
-    vae = make_vae()
+@both
+def test_summary_before_and_after_fit_and_evaluate(model, train_pair):
+    vae = make_vae(model)
     assert "sampling (Sampling)" in summary_text(vae)
-    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
-    vae.evaluate(digits[:64], verbose=0)
+    vae.fit(*args(vae, train_pair), epochs=1, batch_size=BATCH, verbose=0)
+    vae.evaluate(*args(vae, train_pair, 64), verbose=0)
     text = summary_text(vae)
     assert "sampling (Sampling)" in text and "encoder (Functional)" in text
 
@@ -209,27 +251,31 @@ import sys
 {second}
 import numpy as np
 vae = keras.saving.load_model(sys.argv[1])
-assert type(vae).__name__ == "VAE", type(vae)
-predicted = vae.predict(np.load(sys.argv[2]), verbose=0)
+assert type(vae).__name__ == sys.argv[5], type(vae)
+x = np.load(sys.argv[2])
+predicted = vae.predict(x if sys.argv[5] == "VAE" else (x, np.load(sys.argv[4])), verbose=0)
 np.testing.assert_allclose(predicted, np.load(sys.argv[3]), atol=1e-6)
 print(keras.backend.backend(), vae.beta, vae.free_bits)
 """
 
 
+@both
 @pytest.mark.parametrize("order", ["kvae first", "keras first"])
-def test_saved_model_loads_in_a_fresh_process(tmp_path, digits, held_out, order):
-    vae = make_vae(free_bits=0.25)
-    vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0)
+def test_saved_model_loads_in_a_fresh_process(tmp_path, model, train_pair, held_out_pair, order):
+    vae = make_vae(model, free_bits=0.25)
+    vae.fit(*args(vae, train_pair), epochs=1, batch_size=BATCH, verbose=0)
     vae.beta = 2.5  # the current value is what is saved
     vae.save(tmp_path / "vae.keras")
-    np.save(tmp_path / "x.npy", held_out[:16])
-    np.save(tmp_path / "y.npy", to_numpy(vae.predict(held_out[:16], verbose=0))[0])
+    np.save(tmp_path / "x.npy", held_out_pair[0][:16])
+    np.save(tmp_path / "labels.npy", held_out_pair[1][:16])
+    predicted = vae.predict(data(vae, held_out_pair, 16), verbose=0)
+    np.save(tmp_path / "y.npy", to_numpy(predicted)[0])
     imports = ["import kvae", "import keras"]
     first, second = imports if order == "kvae first" else imports[::-1]
     script = LOAD.format(first=first, second=second)
-    paths = [str(tmp_path / name) for name in ("vae.keras", "x.npy", "y.npy")]
+    paths = [str(tmp_path / name) for name in ("vae.keras", "x.npy", "y.npy", "labels.npy")]
     result = subprocess.run(
-        [sys.executable, "-c", script, *paths],
+        [sys.executable, "-c", script, *paths, model],
         env={**os.environ, "KERAS_BACKEND": BACKEND},
         capture_output=True,
         text=True,
@@ -247,11 +293,11 @@ def restore_policy():
     keras.config.set_dtype_policy("float32")
 
 
-def one_sgd_step(x, policy):
+def one_sgd_step(model, pair, policy):
     keras.config.set_dtype_policy(policy)
-    vae = make_vae(optimizer=keras.optimizers.SGD(1e-3), steps_per_execution=1)
+    vae = make_vae(model, optimizer=keras.optimizers.SGD(1e-3), steps_per_execution=1)
     before = [to_numpy(w)[0] for w in vae.trainable_weights]
-    vae.fit(x, epochs=1, batch_size=len(x), verbose=0)
+    vae.fit(*args(vae, pair), epochs=1, batch_size=len(pair[0]), verbose=0)
     after = [to_numpy(w)[0] for w in vae.trainable_weights]
     keras.config.set_dtype_policy("float32")
     return np.concatenate([(a - b).ravel() for a, b in zip(after, before, strict=True)])
@@ -264,10 +310,12 @@ def one_sgd_step(x, policy):
 TOLERANCE = {"mixed_float16": 0.01, "mixed_bfloat16": 0.05}
 
 
+@both
 @pytest.mark.parametrize("policy", sorted(TOLERANCE))
-def test_mixed_precision_updates_match_float32(digits, policy, restore_policy):
-    reference = one_sgd_step(digits[:128], "float32")
-    mixed = one_sgd_step(digits[:128], policy)
+def test_mixed_precision_updates_match_float32(model, train_pair, policy, restore_policy):
+    pair = tuple(part[:128] for part in train_pair)
+    reference = one_sgd_step(model, pair, "float32")
+    mixed = one_sgd_step(model, pair, policy)
     error = np.linalg.norm(mixed - reference) / np.linalg.norm(reference)
     assert error < TOLERANCE[policy], error
 
@@ -385,28 +433,36 @@ def test_numpy_scalars_are_numbers_and_bools_are_not():
 # 6. compile(loss=...), sample weights ------------------------------------------------
 
 
+@both
 @pytest.mark.parametrize(
     "kwargs", [{"loss": "binary_crossentropy"}, {"metrics": ["mae"]}], ids=["loss", "metrics"]
 )
-def test_compile_refuses_a_loss_or_metrics(kwargs):
-    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
-    with pytest.raises(ValueError, match="VAE computes its own loss and metrics"):
+def test_compile_refuses_a_loss_or_metrics(model, kwargs):
+    vae = getattr(kvae, model)(*networks(model, hidden=(8,)))
+    with pytest.raises(ValueError, match=f"^{model} computes its own loss and metrics"):
         vae.compile(optimizer="adam", **kwargs)
 
 
-def test_sample_weights_are_refused_not_ignored(digits):
-    vae = make_vae()
+@both
+def test_sample_weights_are_refused_not_ignored(model, train_pair):
+    vae = make_vae(model)
+    given = args(vae, train_pair)
     with pytest.raises(ValueError, match="take no sample_weight"):
-        vae.fit(digits, sample_weight=np.ones(len(digits)), verbose=0)
+        vae.fit(*given, sample_weight=np.ones(DIGITS), verbose=0)
     with pytest.raises(ValueError, match="take no class_weight"):
-        vae.fit(digits, class_weight={0: 1.0}, verbose=0)
+        vae.fit(*given, class_weight={0: 1.0}, verbose=0)
     with pytest.raises(ValueError, match="the first batch of x carries sample weights"):
-        vae.fit(WeightedBatches(digits), verbose=0)
+        vae.fit(WeightedBatches(data(vae, train_pair)), verbose=0)
     with pytest.raises(ValueError, match="take no sample_weight"):
-        vae.evaluate(digits, sample_weight=np.ones(len(digits)), verbose=0)
+        vae.evaluate(*given, sample_weight=np.ones(DIGITS), verbose=0)
 
 
 # 7. every data path is checked before training -----------------------------------------
+
+
+def rows(x, start, stop):
+    """Rows ``start:stop`` of images, or of each part of ``(images, labels)``."""
+    return tuple(part[start:stop] for part in x) if isinstance(x, tuple) else x[start:stop]
 
 
 class Batches(keras.utils.PyDataset):
@@ -415,21 +471,23 @@ class Batches(keras.utils.PyDataset):
         self.x = x
 
     def __len__(self):
-        return len(self.x) // BATCH
+        return len(self.x[0] if isinstance(self.x, tuple) else self.x) // BATCH
 
     def __getitem__(self, index):
-        return self.x[index * BATCH : (index + 1) * BATCH]
+        return rows(self.x, index * BATCH, (index + 1) * BATCH)
 
 
 class WeightedBatches(Batches):
     def __getitem__(self, index):
-        x = super().__getitem__(index)
-        return x, x, np.ones(len(x), "float32")
+        batch = super().__getitem__(index)
+        x, y = batch if isinstance(batch, tuple) else (batch, batch)
+        return x, y, np.ones(len(x), "float32")
 
 
 def generator(x):
-    for start in range(0, len(x), BATCH):
-        yield (x[start : start + BATCH],)  # Keras wants tuples from generators
+    for start in range(0, len(x[0] if isinstance(x, tuple) else x), BATCH):
+        batch = rows(x, start, start + BATCH)
+        yield batch if isinstance(batch, tuple) else (batch,)  # Keras wants tuples
 
 
 def tf_dataset(x):
@@ -441,7 +499,10 @@ def tf_dataset(x):
 def data_loader(x):
     import torch
 
-    return torch.utils.data.DataLoader(torch.from_numpy(x), batch_size=BATCH)
+    if not isinstance(x, tuple):
+        return torch.utils.data.DataLoader(torch.from_numpy(x), batch_size=BATCH)
+    tensors = torch.utils.data.TensorDataset(*(torch.from_numpy(part) for part in x))
+    return torch.utils.data.DataLoader(tensors, batch_size=BATCH)  # batches [x, y]
 
 
 SOURCES = {"PyDataset": Batches, "generator": generator}
@@ -455,11 +516,13 @@ def as_bytes(x):
     return np.rint(x * 255).astype(np.uint8)
 
 
+@both
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_streams_train_with_validation_and_lose_no_batch(digits, held_out, source):
+def test_streams_train_with_validation_and_lose_no_batch(model, train_pair, held_out_pair, source):
     make = SOURCES[source]
-    vae = make_vae(steps_per_execution=1)
+    vae = make_vae(model, steps_per_execution=1)
     count = CountBatches()
+    digits, held_out = data(vae, train_pair), data(vae, held_out_pair)
     history = vae.fit(
         make(digits), validation_data=make(held_out), epochs=1, callbacks=[count], verbose=0
     ).history
@@ -470,24 +533,27 @@ def test_streams_train_with_validation_and_lose_no_batch(digits, held_out, sourc
     assert np.isfinite(logs["loss"])
 
 
+@both
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_streams_of_bytes_are_refused_before_training(digits, held_out, source):
+def test_streams_of_bytes_are_refused_before_training(model, train_pair, held_out_pair, source):
     make = SOURCES[source]
-    vae = make_vae(steps_per_execution=1)
+    vae = make_vae(model, steps_per_execution=1)
     count = CountBatches()
     count.batches = 0
+    digits = data(vae, train_pair)
+    digit_bytes = data(vae, (as_bytes(train_pair[0]), train_pair[1]))
+    held_out_bytes = data(vae, (as_bytes(held_out_pair[0]), held_out_pair[1]))
     message = r"the first batch of {}: expected float images in \[0, 1\], got dtype uint8"
     with pytest.raises(ValueError, match=message.format("x")):
-        vae.fit(make(as_bytes(digits)), epochs=1, callbacks=[count], verbose=0)
+        vae.fit(make(digit_bytes), epochs=1, callbacks=[count], verbose=0)
     with pytest.raises(ValueError, match=message.format("validation_data")):
-        vae.fit(
-            make(digits), validation_data=make(as_bytes(held_out)), callbacks=[count], verbose=0
-        )
+        vae.fit(make(digits), validation_data=make(held_out_bytes), callbacks=[count], verbose=0)
     assert count.batches == 0  # refused before any step
     with pytest.raises(ValueError, match=message.format("x")):
-        vae.evaluate(make(as_bytes(held_out)), verbose=0)
+        vae.evaluate(make(held_out_bytes), verbose=0)
     with pytest.raises(ValueError, match=r"validation_data: expected float images.*uint8"):
-        vae.fit(digits, validation_data=(as_bytes(held_out),), verbose=0)
+        vae.fit(*args(vae, train_pair), validation_data=held_out_bytes, verbose=0)
+    assert count.batches == 0
 
 
 def test_a_gaussian_vae_refuses_bytes_too(held_out):
@@ -501,11 +567,12 @@ def poison(vae):
     kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
 
-def test_nan_stop_names_the_first_batch_and_the_term(digits):
-    vae = make_vae()  # default grouping: 16 steps per call (1 on PyTorch)
+@both
+def test_nan_stop_names_the_first_batch_and_the_term(model, train_pair):
+    vae = make_vae(model)  # default grouping: 16 steps per call (1 on PyTorch)
     poison(vae)
     with pytest.raises(FloatingPointError, match=r"not finite at batch 0: .*reconstruction_loss"):
-        vae.fit(digits, epochs=2, batch_size=64, verbose=0)  # 4 batches per epoch
+        vae.fit(*args(vae, train_pair), epochs=2, batch_size=64, verbose=0)  # 4 batches an epoch
 
 
 MARK = 0.5  # a corner pixel value no MNIST digit has: the marked batch's loss is infinite
@@ -538,10 +605,11 @@ def test_nan_stop_names_the_true_batch_inside_a_fused_call(digits, steps_per_exe
         vae.fit(x, epochs=1, batch_size=64, shuffle=False, verbose=0)
 
 
-def test_nan_stop_blames_a_huge_beta(digits):
-    vae = make_vae(beta=1e4, optimizer=keras.optimizers.SGD(0.1))
+@both
+def test_nan_stop_blames_a_huge_beta(model, train_pair):
+    vae = make_vae(model, beta=1e4, optimizer=keras.optimizers.SGD(0.1))
     with pytest.raises(FloatingPointError, match="beta=10000 multiplies the KL term's gradient"):
-        vae.fit(digits, epochs=3, batch_size=BATCH, verbose=0)
+        vae.fit(*args(vae, train_pair), epochs=3, batch_size=BATCH, verbose=0)
 
 
 # 8. the AE changes nothing it is given -------------------------------------------------
@@ -671,20 +739,26 @@ def test_sample_refuses_a_sampler_of_the_wrong_shape():
 # Keras's own callbacks ------------------------------------------------------------------
 
 
-def test_early_stopping_and_checkpoint_with_validation_split(tmp_path, digits):
-    vae = make_vae()
+@both
+def test_early_stopping_and_checkpoint_with_validation_split(tmp_path, model, train_pair):
+    vae = make_vae(model)
     path = tmp_path / "best.keras"
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=0),
         keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True),
     ]
     history = vae.fit(
-        digits, epochs=2, batch_size=BATCH, validation_split=0.25, callbacks=callbacks, verbose=0
+        *args(vae, train_pair),
+        epochs=2,
+        batch_size=BATCH,
+        validation_split=0.25,
+        callbacks=callbacks,
+        verbose=0,
     ).history
     assert len(history["val_loss"]) >= 1 and np.all(np.isfinite(history["val_loss"]))
     best = keras.saving.load_model(path)
-    assert isinstance(best, kvae.VAE)
-    logs = best.evaluate(digits[-64:], verbose=0, return_dict=True)
+    assert type(best) is type(vae)
+    logs = best.evaluate(*args(best, train_pair, 64), verbose=0, return_dict=True)
     assert_identity(logs, 1.0)
 
 
@@ -694,13 +768,15 @@ class Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-def test_backup_and_restore_resumes_after_an_interruption(tmp_path, digits):
-    vae = make_vae()
+@both
+def test_backup_and_restore_resumes_after_an_interruption(tmp_path, model, train_pair):
+    vae = make_vae(model)
+    given = args(vae, train_pair)
     backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
     with pytest.raises(RuntimeError, match="interrupted"):
-        vae.fit(digits, epochs=2, batch_size=BATCH, callbacks=[backup, Interrupt()], verbose=0)
-    resumed = make_vae(seed=1)  # other weights: the backup must replace them
-    history = resumed.fit(digits, epochs=2, batch_size=BATCH, callbacks=[backup], verbose=0)
+        vae.fit(*given, epochs=2, batch_size=BATCH, callbacks=[backup, Interrupt()], verbose=0)
+    resumed = make_vae(model, seed=1)  # other weights: the backup must replace them
+    history = resumed.fit(*given, epochs=2, batch_size=BATCH, callbacks=[backup], verbose=0)
     assert len(history.history["loss"]) == 1  # only epoch 1 was left
     assert np.isfinite(history.history["loss"][0])
 
@@ -880,11 +956,16 @@ def test_callbacks_may_be_one_callback_or_a_callback_list(digits, form):
         vae.fit(digits, epochs=1, batch_size=BATCH, callbacks=wrap(Counter(), vae), verbose=0)
 
 
-def test_terminate_on_nan_stops_training_and_fit_returns_its_history(digits):
-    vae = make_vae(steps_per_execution=1)
+@both
+def test_terminate_on_nan_stops_training_and_fit_returns_its_history(model, train_pair):
+    vae = make_vae(model, steps_per_execution=1)
     poison(vae)
     history = vae.fit(
-        digits, epochs=3, batch_size=BATCH, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0
+        *args(vae, train_pair),
+        epochs=3,
+        batch_size=BATCH,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+        verbose=0,
     )
     assert isinstance(history, keras.callbacks.History) and vae.stop_training
     assert len(history.history["loss"]) == 1 and not np.isfinite(history.history["loss"][0])
@@ -901,28 +982,35 @@ class BatchLogKeys(keras.callbacks.Callback):
         self.keys = sorted(logs)
 
 
-def test_the_nan_tracker_never_shows_among_the_metrics(digits, held_out):
-    vae = make_vae()
+@both
+def test_the_nan_tracker_never_shows_among_the_metrics(model, train_pair, held_out_pair):
+    vae = make_vae(model)
     names = ["loss", "reconstruction_loss", "kl_loss"]
     keys = BatchLogKeys()
+    held_out = data(vae, held_out_pair)
     history = vae.fit(
-        digits, batch_size=BATCH, validation_data=held_out, callbacks=[keys], verbose=0
+        *args(vae, train_pair),
+        batch_size=BATCH,
+        validation_data=held_out,
+        callbacks=[keys],
+        verbose=0,
     ).history
     assert keys.keys == sorted(names)
     assert sorted(history) == sorted(names + [f"val_{n}" for n in names])
     assert vae.metrics_names == names
     assert list(vae.get_metrics_result()) == names
-    values = vae.evaluate(held_out, verbose=0)  # the list, in metrics_names' order
+    values = vae.evaluate(*args(vae, held_out_pair), verbose=0)  # metrics_names' order
     result = vae.get_metrics_result()  # the same evaluation, by name
     np.testing.assert_allclose(values, [float(result[n]) for n in vae.metrics_names], rtol=1e-6)
 
 
-def test_steps_per_epoch_runs_exactly_that_many_steps(mnist_train):
-    x = mnist_train[0][:1024]  # 8 batches of 128
-    vae = make_vae()  # kvae's default grouping (16 batches per call, 1 on PyTorch)
-    vae.fit(x, epochs=2, batch_size=128, steps_per_epoch=3, verbose=0)
+@both
+def test_steps_per_epoch_runs_exactly_that_many_steps(model, mnist_train):
+    vae = make_vae(model)  # kvae's default grouping (16 batches per call, 1 on PyTorch)
+    given = args(vae, mnist_train, 1024)  # 8 batches of 128
+    vae.fit(*given, epochs=2, batch_size=128, steps_per_epoch=3, verbose=0)
     assert int(to_numpy(vae.optimizer.iterations)[0]) == 6
-    vae.fit(x, epochs=1, batch_size=32, steps_per_epoch=20, verbose=0)  # 2 calls of 10
+    vae.fit(*given, epochs=1, batch_size=32, steps_per_epoch=20, verbose=0)  # 2 calls of 10
     assert int(to_numpy(vae.optimizer.iterations)[0]) == 26
     if BACKEND != "torch":  # plain Keras at 16 batches per call runs whole calls: 8 per epoch
         plain = plain_model()
@@ -949,10 +1037,11 @@ def test_the_progress_bar_counts_the_steps_an_epoch_has(digits, capsys):
     assert "4/4" in out and "16/4" not in out, out[-500:]
 
 
-def test_fit_before_compile_says_compile_as_keras_does(digits):
-    vae = kvae.VAE(kvae.build_encoder(2, hidden=(8,)), kvae.build_decoder(2, hidden=(8,)))
+@both
+def test_fit_before_compile_says_compile_as_keras_does(model, train_pair):
+    vae = getattr(kvae, model)(*networks(model, hidden=(8,)))
     with pytest.raises(ValueError, match=r"You must call `compile\(\)` before") as ours:
-        vae.fit(digits[:32], verbose=0)
+        vae.fit(*args(vae, train_pair, 32), verbose=0)
     inputs = keras.Input((4,))
     plain = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     with pytest.raises(ValueError, match=r"You must call `compile\(\)` before") as theirs:
@@ -960,14 +1049,15 @@ def test_fit_before_compile_says_compile_as_keras_does(digits):
     assert str(ours.value).startswith(str(theirs.value).rstrip("."))
 
 
-def test_a_frozen_model_trains_nothing_and_says_so(digits):
-    vae = make_vae(steps_per_execution=1)
+@both
+def test_a_frozen_model_trains_nothing_and_says_so(model, train_pair):
+    vae = make_vae(model, steps_per_execution=1)
     vae.trainable = False
     vae.compile(optimizer="adam", steps_per_execution=1)  # recompile after freezing, as Keras asks
     networks = vae.encoder.weights + vae.decoder.weights
     before = [to_numpy(w)[0] for w in networks]
     with pytest.warns(UserWarning, match="does not have any trainable weights"):
-        history = vae.fit(digits, epochs=1, batch_size=BATCH, verbose=0).history
+        history = vae.fit(*args(vae, train_pair), epochs=1, batch_size=BATCH, verbose=0).history
     assert np.isfinite(history["loss"][0])
     for b, w in zip(before, networks, strict=True):
         np.testing.assert_array_equal(b, to_numpy(w)[0])
@@ -1012,14 +1102,15 @@ class BetaAtEachCall(keras.callbacks.Callback):
         self.seen.append((steps, self.model.beta))
 
 
+@both
 @pytest.mark.parametrize("grouping", GROUPINGS)
-def test_kl_schedules_follow_the_optimizer_s_steps(mnist_train, grouping):
-    vae = make_vae(steps_per_execution=grouping)
+def test_kl_schedules_follow_the_optimizer_s_steps(model, mnist_train, grouping):
+    vae = make_vae(model, steps_per_execution=grouping)
     record = BetaAtEachCall()
     warmup = KLWarmup(steps=1000)
     # 300 digits in batches of 32: 10 steps per epoch; with 4 per call the last call runs 2.
-    x = mnist_train[0][:300]
-    vae.fit(x, epochs=3, batch_size=BATCH, callbacks=[warmup, record], verbose=0)
+    given = args(vae, mnist_train, 300)
+    vae.fit(*given, epochs=3, batch_size=BATCH, callbacks=[warmup, record], verbose=0)
     assert int(to_numpy(vae.optimizer.iterations)[0]) == 30
     for steps, beta in record.seen:
         assert beta == pytest.approx(steps / 1000), record.seen
@@ -1051,22 +1142,26 @@ def float64():
     keras.config.set_floatx("float32")
 
 
-def test_a_float64_model_trains(digits, float64):
-    vae = make_vae()
-    history = vae.fit(digits.astype("float64"), epochs=1, batch_size=BATCH, verbose=0).history
+@both
+def test_a_float64_model_trains(model, train_pair, float64):
+    vae = make_vae(model)
+    given = args(vae, (train_pair[0].astype("float64"), train_pair[1]))
+    history = vae.fit(*given, epochs=1, batch_size=BATCH, verbose=0).history
     assert np.isfinite(history["loss"][0])
     assert_identity(history, [1.0])
 
 
-def test_train_on_batch_checks_its_images_as_fit_does(digits):
-    vae = make_vae()
+@both
+def test_train_on_batch_checks_its_images_as_fit_does(model, train_pair):
+    vae = make_vae(model)
     before = [to_numpy(w)[0] for w in vae.trainable_weights]
+    scaled = args(vae, (train_pair[0] * 255.0, train_pair[1]), 32)
     with pytest.raises(ValueError, match=r"values in \[0, 1\].*divide uint8 images by 255"):
-        vae.train_on_batch(digits[:32] * 255.0)
+        vae.train_on_batch(*scaled)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        vae.test_on_batch(digits[:32] * 255.0)
+        vae.test_on_batch(*scaled)
     for b, w in zip(before, vae.trainable_weights, strict=True):
         np.testing.assert_array_equal(b, to_numpy(w)[0])
-    logs = vae.train_on_batch(digits[:32], return_dict=True)
+    logs = vae.train_on_batch(*args(vae, train_pair, 32), return_dict=True)
     assert sorted(logs) == ["kl_loss", "loss", "reconstruction_loss"]
     assert_identity(logs, 1.0)

@@ -12,13 +12,12 @@ for how a callback's assignment reaches that state during ``fit``).
 import jax
 import keras
 
-from kvae.backends.batches import unpack_images
-
 
 class JaxTrainStep:
     """``train_step``/``test_step`` for JAX, stateless.
 
-    Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
+    Contract: the model defines ``unpack(batch)``, what ``compute_terms``
+    reads of a batch, ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
     metric name), ``metrics`` (one ``Mean`` per logged term, named like it, in
     ``metric_names``), ``nonfinite`` (the unlogged ``FirstNonFiniteBatch``,
@@ -67,7 +66,7 @@ class JaxTrainStep:
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_variables, metrics_variables = state
-        x = unpack_images(data)
+        x = self.unpack(data)
         loss_and_gradients = jax.value_and_grad(self.stateless_terms, has_aux=True)
         (_, (terms, non_trainable)), gradients = loss_and_gradients(
             trainable, non_trainable, optimizer_variables, x, True
@@ -80,7 +79,7 @@ class JaxTrainStep:
 
     def test_step(self, state, data):
         trainable, non_trainable, metrics_variables = state
-        x = unpack_images(data)
+        x = self.unpack(data)
         _, (terms, non_trainable) = self.stateless_terms(trainable, non_trainable, None, x, False)
         logs, metrics_variables = self.stateless_update_metrics(metrics_variables, terms)
         return logs, (trainable, non_trainable, metrics_variables)

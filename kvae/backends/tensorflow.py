@@ -19,13 +19,15 @@ so kvae turns that off and compiles the padded step itself.
 
 import tensorflow as tf
 
-from kvae.backends.batches import masked_mean, unpack_images
+from kvae.backends.batches import masked_mean
 
 
 class TensorFlowTrainStep:
     """``train_step``/``test_step`` for TensorFlow.
 
-    Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
+    Contract: the model defines ``unpack(batch)``, what ``compute_terms``
+    reads of a batch (images, or a tuple such as ``(images, labels)``),
+    ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar; ``terms`` a dict of per-example (B,) values keyed by
     metric name; a padded batch replaces the mean of ``terms["loss"]`` in
     ``loss`` by its mean over the real rows and keeps the rest of ``loss``),
@@ -52,18 +54,24 @@ class TensorFlowTrainStep:
         return super().fit(*args, **kwargs)
 
     def train_step(self, data):
-        x, mask = unpack_images(data), None
+        x, mask = self.unpack(data), None
         if self.xla_train_step is None:
             return self.update_metrics(self.train_step_on(x, mask))
         x, mask = self.padded(x)  # one shape for XLA
         return self.update_metrics(self.xla_train_step(x, mask), mask)
 
     def padded(self, x):
-        """``x`` padded with its own rows to the largest batch so far; the mask of real rows."""
-        size = tf.maximum(self.largest_batch, tf.shape(x)[0])
+        """``x`` padded with its own rows to the largest batch so far; the mask of real rows.
+
+        ``x`` is a tensor or a tuple of tensors with one row per example
+        (``(images, labels)``): each is padded with the same rows.
+        """
+        real = tf.shape(tf.nest.flatten(x)[0])[0]
+        size = tf.maximum(self.largest_batch, real)
         self.largest_batch.assign(size)
         rows = tf.range(size)
-        return tf.gather(x, rows % tf.shape(x)[0]), tf.cast(rows < tf.shape(x)[0], "float32")
+        padded = tf.nest.map_structure(lambda t: tf.gather(t, rows % real), x)
+        return padded, tf.cast(rows < real, "float32")
 
     def train_step_on(self, x, mask):
         """One step; on a padded batch (``mask`` given) the loss is the mean over its real rows."""
@@ -82,5 +90,5 @@ class TensorFlowTrainStep:
 
     def test_step(self, data):
         # Evaluation takes no gradient and runs as a plain graph: nothing compiles per shape.
-        _, terms = self.with_losses(self.compute_terms(unpack_images(data), training=False))
+        _, terms = self.with_losses(self.compute_terms(self.unpack(data), training=False))
         return self.update_metrics(terms)

@@ -2,13 +2,12 @@
 
 import torch
 
-from kvae.backends.batches import unpack_images
-
 
 class TorchTrainStep:
     """``train_step``/``test_step`` for PyTorch.
 
-    Contract: the model defines ``compute_terms(x, training) -> (loss, terms)``
+    Contract: the model defines ``unpack(batch)``, what ``compute_terms``
+    reads of a batch, ``compute_terms(x, training) -> (loss, terms)``
     (``loss`` a scalar, ``terms`` a dict of per-example (B,) values keyed by
     metric name), ``with_losses``, which adds the regularisation losses, and
     ``update_metrics(terms) -> logs``; ``trainable_variables`` are what the
@@ -17,7 +16,7 @@ class TorchTrainStep:
     """
 
     def train_step(self, data):
-        x = unpack_images(data)
+        x = self.unpack(data)
         self.zero_grad()
         loss, terms = self.with_losses(self.compute_terms(x, training=True))
         variables = self.trainable_variables
@@ -29,7 +28,7 @@ class TorchTrainStep:
         return self.update_metrics(terms)
 
     def test_step(self, data):
-        x = unpack_images(data)
+        x = self.unpack(data)
         with torch.no_grad():
             _, terms = self.with_losses(self.compute_terms(x, training=False))
         return self.update_metrics(terms)
