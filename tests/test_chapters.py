@@ -27,6 +27,7 @@ SERIES = (
     "05_point_vs_region",
     "06_tug_of_war",
     "07_latent_manifold",
+    "08_conditional",
 )
 LANGS = ("en", "ko")
 SOURCES = [CHAPTERS / lang / f"{name}.md" for name in SERIES for lang in LANGS]
