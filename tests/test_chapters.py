@@ -27,6 +27,7 @@ SERIES = (
     "05_point_vs_region",
     "06_tug_of_war",
     "07_latent_manifold",
+    "08_conditional",
     "09_inference_gaps",  # an appendix to 01: where the ELBO falls short of log p(x)
 )
 LANGS = ("en", "ko")
@@ -524,6 +525,7 @@ EXERCISES_CONVERTED = {
     "01_elbo",
     "02_reparameterization",
     "03_kl_divergence",
+    "08_conditional",
     "09_inference_gaps",
 }
 ATTEMPT, OPEN, SOLUTION = "exercise-attempt", "open-experiment", "hide-cell"
