@@ -60,6 +60,7 @@ RUN_FILES = (MODEL_FILE, MAP_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, "history.csv
 RUN_FILES += ("sweep.json", "sweep.csv", "sweep.md")
 FIGURE_NAMES = ("loss_curves", "reconstructions", "latent_scatter", "latent_grid")
 FIGURE_NAMES += ("interpolation", "samples", "map_latent_scatter", "beta_tradeoff", "sigma_vs_beta")
+FIGURE_NAMES += ("same_style",)  # a conditional run's
 PLANNED_FILES = (*RUN_FILES, *(f"{FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES))
 # ".NAME.partial-PID-XXXXXX": 1 + len(".partial-") + 7 (pid_max is 4194304) + 1 + 6.
 STAGING_EXTRA = 24

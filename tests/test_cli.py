@@ -829,6 +829,8 @@ def test_a_conditional_run_writes_its_folder_and_the_judge_s_reading(conditional
         assert (out / name).is_file(), name
     assert not (out / "model_2d.keras").exists()  # a 2-D code is drawn whole
     assert {p.stem for p in (out / "figures").iterdir()} == set(CONDITIONAL_FIGURES)
+    # A killed run's staging folder is removed only if it holds the files its marker planned.
+    assert set(CONDITIONAL_FIGURES) <= set(rundir.FIGURE_NAMES)
     for name in CONDITIONAL_FIGURES:
         png = (out / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, name
