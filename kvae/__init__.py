@@ -37,6 +37,7 @@ _EXPORTS = {
     "load_mnist": "kvae.data",
     "elbo": "kvae.elbo",
     "linear_gaussian": "kvae.linear_gaussian",
+    "pretrained": "kvae.pretrained",
     "set_seed": "kvae.seeding",
     "tables": "kvae.tables",
 }
