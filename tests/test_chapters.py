@@ -29,6 +29,7 @@ SERIES = (
     "07_latent_manifold",
     "08_conditional",
     "09_inference_gaps",  # an appendix to 01: where the ELBO falls short of log p(x)
+    "10_backends",  # an appendix to 04: one train step on three backends
 )
 LANGS = ("en", "ko")
 SOURCES = [CHAPTERS / lang / f"{name}.md" for name in SERIES for lang in LANGS]
@@ -527,6 +528,7 @@ EXERCISES_CONVERTED = {
     "03_kl_divergence",
     "08_conditional",
     "09_inference_gaps",
+    "10_backends",
 }
 ATTEMPT, OPEN, SOLUTION = "exercise-attempt", "open-experiment", "hide-cell"
 EXERCISES_HEADING = re.compile(r"^## (Exercises|연습 문제)\s*$", re.M)
