@@ -526,6 +526,7 @@ EXERCISES_CONVERTED = {
     "01_elbo",
     "02_reparameterization",
     "03_kl_divergence",
+    "04_vae_in_keras",
     "08_conditional",
     "09_inference_gaps",
     "10_backends",
