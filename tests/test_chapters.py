@@ -526,6 +526,7 @@ EXERCISES_CONVERTED = {
     "02_reparameterization",
     "03_kl_divergence",
     "05_point_vs_region",
+    "06_tug_of_war",
     "08_conditional",
     "09_inference_gaps",
 }
