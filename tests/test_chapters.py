@@ -527,6 +527,7 @@ EXERCISES_CONVERTED = {
     "03_kl_divergence",
     "05_point_vs_region",
     "06_tug_of_war",
+    "07_latent_manifold",
     "08_conditional",
     "09_inference_gaps",
 }
