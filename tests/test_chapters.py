@@ -525,6 +525,9 @@ EXERCISES_CONVERTED = {
     "01_elbo",
     "02_reparameterization",
     "03_kl_divergence",
+    "05_point_vs_region",
+    "06_tug_of_war",
+    "07_latent_manifold",
     "08_conditional",
     "09_inference_gaps",
 }
