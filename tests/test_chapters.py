@@ -520,7 +520,7 @@ def test_split_formula_check_on_a_sample():
 #   output collapsed on open). Its first line is `# Solution` (`# 풀이`), since JupyterLab shows
 #   a collapsed cell's first line. It executes and asserts its claims like any other cell.
 # Every `hide-cell` cell is such a solution, and every code cell under the Exercises heading is an
-# attempt or a solution. Chapters 04-07 adopt the convention later: add each to this set then.
+# attempt or a solution. Every chapter follows it; a new chapter joins this set when it does.
 EXERCISES_CONVERTED = {
     "00_setup",
     "01_elbo",
