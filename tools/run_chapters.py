@@ -116,6 +116,9 @@ def main(argv=None):
         parser.error(f"expected existing chapter .ipynb files, got {missing}")
     print(f"backend {args.backend}, seeds {' '.join(map(str, chosen))}", flush=True)
 
+    # The longest first, so that the last notebooks to finish are short ones: a notebook's size
+    # (its stored figures and outputs) roughly follows how long it runs.
+    notebooks = sorted(notebooks, key=lambda p: p.stat().st_size, reverse=True)
     runs = [(notebook, seed) for seed in chosen for notebook in notebooks]
     failed = 0
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
