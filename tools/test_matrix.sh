@@ -45,7 +45,8 @@ read -r seed_a seed_b <<<"$seeds"
 run "$venv/bin/python" tools/run_chapters.py --backend torch --lang en --seeds "$seed_a"
 run "$venv/bin/python" tools/run_chapters.py --backend jax --lang ko --seeds "$seed_b"
 run "$venv/bin/python" tools/build_book.py
-run env KVAE_BOOK_DIR=build/book "$venv/bin/pytest" -p no:cacheprovider browser_tests/test_book.py
+# Two workers, each with its own server and browser: a page is read in about 2 s of CPU.
+run env KVAE_BOOK_DIR=build/book "$venv/bin/pytest" -p no:cacheprovider -n 2 browser_tests/test_book.py
 run env KERAS_BACKEND=jax "$venv/bin/pytest" -p no:cacheprovider browser_tests/test_jupyterlab.py
 echo; echo "test matrix: $SECONDS s in all"
 [ $status -eq 0 ] && echo "test matrix: all passed" || echo "test matrix: FAILED (see above)"
