@@ -90,19 +90,21 @@ def network_arrays(vae):
     return arrays
 
 
-def load(name, seed=None):
+def load(name, seed=None, path=None):
     """The converged model ``name``: built fresh, the shipped weights set into it.
 
     Args:
         name: a key of ``RECIPES`` (``"vae_2d"``).
         seed: seed of the model's ``Sampling`` layer (None: unseeded).
+        path: an ``.npz`` to read instead of the shipped one (the training tool
+            measures the file it has just written).
 
     Raises:
         ValueError: an unknown name, or arrays whose names or shapes do not
             fit the recipe's networks.
         FileNotFoundError: the asset is missing.
     """
-    path = _path(name, ".npz")  # an unknown name or a missing file fails here, before building
+    path = path or _path(name, ".npz")  # an unknown name or a missing file fails here
     vae = build(name, seed=seed)
     with np.load(path) as shipped:
         arrays = {key: shipped[key] for key in shipped.files}

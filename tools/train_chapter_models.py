@@ -74,11 +74,7 @@ def write(name, vae, history, seconds, best_epoch, out, seed=SEED):
     out.mkdir(parents=True, exist_ok=True)
     npz = out / f"{name}.npz"
     np.savez_compressed(npz, **pretrained.network_arrays(vae))
-    reloaded = pretrained.build(name)  # measure what was saved, as a user will load it
-    with np.load(npz) as arrays:
-        for part in ("encoder", "decoder"):
-            for i, variable in enumerate(getattr(reloaded, part).weights):
-                variable.assign(arrays[f"{part}_{i:03d}"])
+    reloaded = pretrained.load(name, path=npz)  # measure what was saved, as a user will load it
     x_test, y_test = kvae.load_mnist("test")
     val_loss = history["val_loss"]
     record = {
