@@ -100,14 +100,7 @@ def vae_figures(plots, vae, data, history, config, lang, samplers, map_vae):
         figures["latent_grid"] = lambda: plots.latent_grid(decode, lang=lang)
     elif map_vae is not None:
         map_title = plots.labels(lang)["map"]
-        map_z_mean, map_z_log_var = encode(map_vae, x_test)
-        figures["map_latent_scatter"] = lambda: plots.latent_scatter(
-            map_z_mean,
-            y_test,
-            map_z_log_var,
-            lang=lang,
-            title=f"{map_title}: " + plots.labels(lang)["latent"],
-        )
+        figures["map_latent_scatter"] = map_latent_scatter(plots, map_vae, x_test, y_test, lang)
         figures["latent_grid"] = lambda: plots.latent_grid(
             decoder_fn(map_vae), lang=lang, title=f"{map_title}: " + plots.labels(lang)["grid"]
         )
@@ -139,16 +132,17 @@ def conditional_figures(plots, vae, data, history, config, lang, map_vae):
         "same_style": lambda: plots.same_style(x_styles, every_digit(vae, test_codes), lang=lang),
     }
     if map_vae is not None:
-        map_z_mean, map_z_log_var = encode(map_vae, x_test, y_test)
-        map_title = plots.labels(lang)["map"]
-        figures["map_latent_scatter"] = lambda: plots.latent_scatter(
-            map_z_mean,
-            y_test,
-            map_z_log_var,
-            lang=lang,
-            title=f"{map_title}: " + plots.labels(lang)["latent"],
+        figures["map_latent_scatter"] = map_latent_scatter(
+            plots, map_vae, x_test, y_test, lang, labels=y_test
         )
     return figures
+
+
+def map_latent_scatter(plots, map_vae, x_test, y_test, lang, labels=None):
+    """The 2-D companion's test codes, coloured by digit (``labels``: a conditional companion's)."""
+    z_mean, z_log_var = encode(map_vae, x_test, labels)
+    title = f"{plots.labels(lang)['map']}: " + plots.labels(lang)["latent"]
+    return lambda: plots.latent_scatter(z_mean, y_test, z_log_var, lang=lang, title=title)
 
 
 def every_digit(vae, z):
