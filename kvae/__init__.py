@@ -40,6 +40,7 @@ _EXPORTS = {
     "pretrained": "kvae.pretrained",
     "set_seed": "kvae.seeding",
     "tables": "kvae.tables",
+    "variants": "kvae.variants",
 }
 
 __version__ = "0.1.0"
