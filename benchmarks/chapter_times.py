@@ -1,5 +1,9 @@
 """Seconds to execute each chapter notebook, per Keras backend, each in a fresh kernel.
 
+Beside the times, a table of what each chapter's models are: the converged ones it loads
+(``kvae.pretrained``, with the epochs their records show) and the ``fit`` calls it still makes
+itself, read from the notebook's code.
+
 Every notebook in ``chapters/en`` and ``chapters/ko`` (or the ones named on the command line) runs
 top to bottom through ``nbclient`` in a new kernel whose ``KERAS_BACKEND`` is set to the backend
 under test, the way a reader (or CI) runs it. Nothing is written back to the notebooks. The table
@@ -16,6 +20,7 @@ Usage::
 import argparse
 import datetime
 import os
+import re
 import shlex
 import sys
 import time
@@ -27,6 +32,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 # train_throughput.py sits beside this file; its machine description is shared.
 from train_throughput import library_versions, load_average, machine_description
+
+from kvae import pretrained
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -79,6 +86,39 @@ def table(times, notebooks, backends):
     return "\n".join(lines)
 
 
+def loaded_models(code):
+    """The recipes a chapter's code loads: named in a string, or by an f-string's stem."""
+    names = []
+    for name in sorted(pretrained.RECIPES):
+        stem = name.rsplit("_", 1)[0] + "_{"  # f"vae_8d_beta_{beta:g}" loads every beta
+        if f'"{name}"' in code or stem in code:
+            names.append(name)
+    return names
+
+
+def models_table(notebooks):
+    """Markdown: per notebook, the converged models it loads and the fits it runs itself."""
+    lines = [
+        "| notebook | loads (epochs run, epoch kept) | `fit` calls in its code | epochs set in it |",
+        "|---|---|---:|---|",
+    ]
+    for notebook in notebooks:
+        nb = nbformat.read(notebook, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        loads = [
+            f"`{name}` ({pretrained.record(name)['epochs_run']}, "
+            f"{pretrained.record(name)['best_epoch']})"
+            for name in loaded_models(code)
+        ]
+        fits = len(re.findall(r"\.fit\(", code)) - len(re.findall(r"Sampler\(.*?\)\.fit\(", code))
+        epochs = sorted(set(re.findall(r"\bepochs=(\d+)|\bEPOCHS = (\d+)", code)))
+        epochs = ", ".join(sorted({a or b for a, b in epochs}, key=int)) or "-"
+        lines.append(
+            f"| {notebook.relative_to(ROOT)} | {', '.join(loads) or '-'} | {fits} | {epochs} |"
+        )
+    return "\n".join(lines)
+
+
 def report(times, notebooks, backends, command, loads):
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""# Chapter execution times
@@ -94,6 +134,16 @@ and the imports. The project's aim is about a minute or less per chapter on a 2-
 - Command: `{command}`
 
 {table(times, notebooks, backends)}
+
+## The models each chapter uses
+
+Every converged model was {pretrained.record("vae_2d")["criterion"]}
+(`tools/train_chapter_models.py`; `assets/README.md` has their test metrics). The `fit` calls
+a chapter still makes train short runs that it shows as such (a lesson on `fit`, an exercise)
+or models that are not trained networks of the chapter's kind (a per-digit posterior); sampler
+fits are not counted.
+
+{models_table(notebooks)}
 """
 
 
