@@ -99,7 +99,7 @@ def loaded_models(code):
 def models_table(notebooks):
     """Markdown: per notebook, the converged models it loads and the fits it runs itself."""
     lines = [
-        "| notebook | loads (epochs run, epoch kept) | `fit` calls in its code | epochs set in it |",
+        "| notebook | loads (epochs run, epoch kept) | `fit` calls in its code | epochs it sets |",
         "|---|---|---:|---|",
     ]
     for notebook in notebooks:
