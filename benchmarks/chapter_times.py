@@ -110,7 +110,8 @@ def models_table(notebooks):
             f"{pretrained.record(name)['best_epoch']})"
             for name in loaded_models(code)
         ]
-        fits = len(re.findall(r"\.fit\(", code)) - len(re.findall(r"Sampler\(.*?\)\.fit\(", code))
+        lines_of_code = (line for line in code.splitlines() if "#" not in line.split(".fit(")[0])
+        fits = sum(".fit(" in line and "ampler" not in line for line in lines_of_code)
         epochs = sorted(set(re.findall(r"\bepochs=(\d+)|\bEPOCHS = (\d+)", code)))
         epochs = ", ".join(sorted({a or b for a, b in epochs}, key=int)) or "-"
         lines.append(
@@ -139,9 +140,9 @@ and the imports. The project's aim is about a minute or less per chapter on a 2-
 
 Every converged model was {pretrained.record("vae_2d")["criterion"]}
 (`tools/train_chapter_models.py`; `assets/README.md` has their test metrics). The `fit` calls
-a chapter still makes train short runs that it shows as such (a lesson on `fit`, an exercise)
-or models that are not trained networks of the chapter's kind (a per-digit posterior); sampler
-fits are not counted.
+a chapter still makes train short runs that it shows as such (a lesson on `fit`, an exercise),
+models that are not trained networks of the chapter's kind (a per-digit posterior), or an
+optional retraining a reader switches on; sampler fits and comments are not counted.
 
 {models_table(notebooks)}
 """
