@@ -52,8 +52,6 @@ RECIPES = {
     "cvae_16d": {"kind": "conditional", "latent_dim": 16, "beta": 1.0, **_SMALL},
     "vae_16d": {"latent_dim": 16, "beta": 1.0, **_SMALL},
 }
-KINDS = ("vae", "ae", "conditional", "pixel_averaged", "seeing")
-NUM_CLASSES = 10
 # How the test metrics are measured, the same way by the tool and by the test that checks them.
 METRIC_SAMPLES = 8  # z drawn per test digit for the reconstruction term
 METRIC_SEED = 0  # NumPy's generator for those draws, so every backend decodes the same z
@@ -92,7 +90,7 @@ def build(name, seed=None):
     import keras
 
     from kvae import variants
-    from kvae.conditional import ConditionalVAE
+    from kvae.conditional import NUM_CLASSES, ConditionalVAE
     from kvae.models import AE, VAE
     from kvae.networks import build_decoder, build_encoder
 
@@ -167,11 +165,8 @@ def load(name, seed=None, path=None):
     return vae
 
 
-def _one_hot(model, labels):
-    return np.eye(NUM_CLASSES, dtype=np.float32)[labels] if _kind(model) == "conditional" else None
-
-
 def _kind(model):
+    """How ``test_metrics`` feeds the model: ``conditional``, ``seeing``, ``ae`` or ``vae``."""
     from kvae import variants
     from kvae.conditional import ConditionalVAE
     from kvae.models import AE
@@ -194,15 +189,15 @@ def _encoded(model, x, y):
     return tuple(ops.convert_to_numpy(t) for t in outputs)
 
 
-def _reconstruction(model, x, y, z):
+def _reconstruction(model, kind, x, y, z):
     """``-log p(x | z)`` per image (nats; a conditional or seeing decoder gets its y or view)."""
     from keras import ops
 
     from kvae import elbo, variants
 
-    if y is not None:
+    if kind == "conditional":
         logits = model.decoder([z, y])
-    elif _kind(model) == "seeing":
+    elif kind == "seeing":
         logits = model.decoder(z, view=variants.coarse_view(x))
     else:
         logits = model.decoder(z)
@@ -228,19 +223,21 @@ def test_metrics(vae, x, labels, batch_size=500):
 
     from kvae import elbo, judge
 
+    kind = _kind(vae)
     x = np.asarray(x, dtype=np.float32)
     shape = (METRIC_SAMPLES, len(x), vae.latent_dim)
     eps = np.random.default_rng(METRIC_SEED).standard_normal(shape).astype(np.float32)
     reconstruction, kl = [], []
     for start in range(0, len(x), batch_size):
         batch = slice(start, start + batch_size)
-        xb, y = x[batch], _one_hot(vae, np.asarray(labels)[batch])
+        xb = x[batch]
+        y = vae.condition(np.asarray(labels)[batch], len(xb)) if kind == "conditional" else None
         z_mean, z_log_var = _encoded(vae, xb, y)
-        if _kind(vae) == "ae":
-            reconstruction.append(_reconstruction(vae, xb, y, z_mean))
+        if kind == "ae":
+            reconstruction.append(_reconstruction(vae, kind, xb, y, z_mean))
             continue
         sigma = np.exp(0.5 * z_log_var)
-        draws = [_reconstruction(vae, xb, y, z_mean + sigma * e[batch]) for e in eps]
+        draws = [_reconstruction(vae, kind, xb, y, z_mean + sigma * e[batch]) for e in eps]
         reconstruction.append(np.mean(draws, axis=0))
         kl.append(ops.convert_to_numpy(elbo.prior_kl(z_mean, z_log_var)))
     reconstruction = np.concatenate(reconstruction)
